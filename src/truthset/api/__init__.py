@@ -1,0 +1,1 @@
+"""The web API: :func:`truthset.api.app.create_app`."""

@@ -1,0 +1,111 @@
+"""Lookups and formatting shared by the routes (no business rules here)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Query
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from truthset.api.deps import Ctx
+from truthset.api.models import AnnotationOut, ItemOut, MediaOut, ProjectOut
+from truthset.api.util import DEFAULT_LIMIT, MAX_LIMIT
+from truthset.auth import policy
+from truthset.domain.errors import NotFoundError
+from truthset.domain.roles import Role
+from truthset.store.models import (
+    Annotation,
+    GuidelineVersion,
+    Item,
+    LabelSchemaVersion,
+    Project,
+    User,
+)
+from truthset.workspace.projects import get_project
+
+PREFIX = "/api/v1"
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
+Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the "
+                                                                  "previous page.")]
+DEFAULT_PAGE = DEFAULT_LIMIT
+
+#: Project keys in paths: the same shape projects are created with.
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+def load_project(ctx: Ctx, key: str, action: policy.Action) -> tuple[Project, frozenset[Role]]:
+    """The project ``key`` after checking that the caller may do ``action`` in it."""
+    project = get_project(ctx.session, key)
+    held = policy.authorize(ctx.session, ctx.principal, action, project.id)
+    return project, held
+
+
+def load_item(session: Session, project: Project, item_id: int) -> Item:
+    """The item ``item_id`` of ``project`` (an item of another project is not found here)."""
+    item = session.scalar(select(Item).where(Item.id == item_id, Item.project_id == project.id))
+    if item is None:
+        raise NotFoundError(f"no item {item_id} in project {project.key!r}")
+    return item
+
+
+def load_user(session: Session, username: str) -> User:
+    """The user ``username``."""
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFoundError(f"no user {username!r}")
+    return user
+
+
+def project_out(session: Session, project: Project) -> ProjectOut:
+    """A project with its current schema and guideline versions."""
+    schema_version = session.scalar(
+        select(func.max(LabelSchemaVersion.version))
+        .where(LabelSchemaVersion.project_id == project.id)
+    )
+    guideline_version = session.scalar(
+        select(func.max(GuidelineVersion.version)).where(GuidelineVersion.project_id == project.id)
+    )
+    return ProjectOut(
+        id=project.id, key=project.key, name=project.name, description=project.description,
+        schema_version=schema_version or 0, guideline_version=guideline_version,
+        created_at=project.created_at,
+    )
+
+
+def item_out(item: Item) -> ItemOut:
+    """An item without its patient pseudonym."""
+    media = [
+        MediaOut(index=k, sha256=str(m.get("sha256", "")),
+                 media_type=str(m.get("media_type", "application/octet-stream")),
+                 name=m.get("name"), width=m.get("width"), height=m.get("height"))
+        for k, m in enumerate(item.media or [])
+        if isinstance(m, dict)
+    ]
+    return ItemOut(
+        id=item.id, external_id=item.external_id, kind=item.kind, status=item.status,
+        modality=item.modality, body_part=item.body_part, site=item.site,
+        manufacturer=item.manufacturer, age_band=item.age_band, sex=item.sex, media=media,
+        created_at=item.created_at,
+    )
+
+
+def annotation_out(row: Annotation, names: dict[int, str]) -> AnnotationOut:
+    """An annotation with its author's user name."""
+    return AnnotationOut(
+        id=row.id, item_id=row.item_id,
+        author=names.get(row.author_id) if row.author_id is not None else None,
+        source=row.source, payload=row.payload, schema_version=row.schema_version,
+        guideline_version=row.guideline_version, parent_id=row.parent_id,
+        time_spent_s=row.time_spent_s, created_at=row.created_at,
+    )
+
+
+def usernames(session: Session, ids: set[Any]) -> dict[int, str]:
+    """User names by id."""
+    clean = {i for i in ids if i is not None}
+    if not clean:
+        return {}
+    rows = session.execute(select(User.id, User.username).where(User.id.in_(clean))).all()
+    return {int(i): str(n) for i, n in rows}

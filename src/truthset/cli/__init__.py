@@ -1,0 +1,1 @@
+"""The ``truthset`` command line (Typer + Rich). Thin: parse, call, format."""

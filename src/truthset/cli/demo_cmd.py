@@ -1,0 +1,60 @@
+"""``truthset demo``: build a complete sample project offline, in seconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from truthset.cli.app import app, console, err_console, handle_errors
+from truthset.demo import run_demo
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+@app.command("demo")
+@handle_errors
+def demo_cmd(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Folder to build the demo in (default: a new "
+                                   "truthset-demo-<time> folder here)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated readers.")] = 0,
+) -> None:
+    """Build a sample project: real images, simulated readers, consensus, agreement, release."""
+    folder = directory or Path(f"truthset-demo-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    with err_console.status("building the demo…") as status:
+        result = run_demo(folder, seed=seed,
+                          step=lambda msg: status.update(f"demo: {msg}…"))
+    console.print(f"[bold]Truthset demo[/]: {result.n_items} items, {result.n_reads} reads by "
+                  f"{len(result.readers)} simulated readers\n")
+    readers = Table("reader", "simulated skill", "accuracy vs truth", "agreement with consensus",
+                    title="Readers")
+    for name, row in result.readers.iterrows():
+        readers.add_row(str(name), f"{row['simulated_skill']:.2f}", f"{row['vs_truth']:.2f}",
+                        f"{row['vs_consensus']:.2f}")
+    console.print(readers)
+    agree = Table("coefficient", "level", "value", "95% CI", title="Agreement between readers")
+    for entry in result.agreement:
+        ci = entry.get("ci")
+        agree.add_row(entry["metric"], entry.get("level") or "", _fmt(entry.get("value")),
+                      f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "—")
+    console.print(agree)
+    console.print(
+        "Consensus accuracy against the simulated truth: "
+        + ", ".join(f"{m} {v:.1%}" for m, v in result.consensus_accuracy.items())
+    )
+    root = result.folder.resolve()
+    console.print("\n[bold]Made[/]:")
+    console.print(f"  workspace   {root / 'workspace'}   (try: truthset project list "
+                  f"-w {root / 'workspace'})")
+    console.print(f"  images      {root / 'sample-images'}")
+    console.print(f"  release     {result.release.folder.resolve()}  ({result.release.n_items} "
+                  f"items, manifest sha256 {result.release.manifest_sha256[:16]}…)")
+    console.print(f"  audit log   truthset audit verify -w {root / 'workspace'}")

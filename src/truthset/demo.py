@@ -1,0 +1,249 @@
+"""``truthset demo``: a small, complete project built offline in seconds.
+
+Real medical images that ship inside installed packages (nibabel's MR volume, pydicom's CT, MR
+and ultrasound files) become items. Simulated readers of different skill grade each image's
+diagnostic quality (an ordinal schema); the simulated grades are *made up*, drawn around a
+hidden "true" grade so that the consensus can be scored. Then the usual path runs: reads are
+recorded, the consensus is computed, agreement is measured and a release folder is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from sqlalchemy import select
+
+from truthset.domain.errors import InputError
+from truthset.quality.aggregation.registry import make_aggregator
+from truthset.release.build import ReleaseSummary, build_release
+from truthset.store.models import Item
+from truthset.workflow.annotations import current_labels, record_annotation
+from truthset.workflow.consensus import compute_consensus
+from truthset.workspace import imports, projects, users
+from truthset.workspace.workspace import Workspace
+
+PROJECT_KEY = "image-quality"
+ACTOR = "demo"
+
+SCHEMA_YAML = """\
+name: diagnostic image quality
+kind: classification
+mode: ordinal
+description: Is this image good enough to read? One grade per image.
+classes:
+  - name: excellent
+    definition: No artefact; every structure of interest is clearly seen.
+    risk: low
+  - name: adequate
+    definition: Minor artefact or noise; diagnosis not affected.
+    risk: low
+  - name: limited
+    definition: Artefact, motion or noise that could hide a finding.
+    risk: medium
+  - name: non-diagnostic
+    definition: The image cannot be used to rule a finding in or out; repeat it.
+    risk: high
+"""
+
+GUIDELINE_MD = """\
+# Grading diagnostic image quality
+
+Grade the image as shown, at the default window. Judge only what a reader could rule in or out.
+
+- **excellent**: nothing degrades the image.
+- **adequate**: some noise or artefact, but you would report from it without a caveat.
+- **limited**: you would report with a caveat ("motion limits assessment of …").
+- **non-diagnostic**: you would ask for a repeat.
+
+When torn between two grades, choose the worse one.
+"""
+
+#: Simulated readers: user name, tier, probability of giving the true grade.
+READERS: tuple[tuple[str, int, float], ...] = (
+    ("ana", 1, 0.92),
+    ("ben", 1, 0.85),
+    ("chloe", 1, 0.78),
+    ("dev", 1, 0.68),
+    ("eli", 1, 0.50),
+)
+STAFF: tuple[tuple[str, str, int], ...] = (
+    ("rita", "reviewer", 2),
+    ("sam", "adjudicator", 3),
+    ("max", "manager", 1),
+)
+TRUE_GRADE_PRIOR = (0.3, 0.4, 0.2, 0.1)
+
+
+@dataclass
+class DemoResult:
+    """What the demo made and measured."""
+
+    folder: Path
+    n_items: int
+    n_reads: int
+    release: ReleaseSummary
+    readers: pd.DataFrame
+    agreement: list[dict[str, Any]] = field(default_factory=list)
+    consensus_accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def _to_png(pixels: np.ndarray, path: Path, *, scale: int = 1) -> None:
+    """Write a 2D (or RGB) array as an 8-bit PNG, stretched between its 1st and 99th
+    percentiles."""
+    array = np.asarray(pixels, dtype=np.float64)
+    lo, hi = np.percentile(array, [1, 99])
+    scaled = np.clip((array - lo) / max(hi - lo, 1e-9), 0, 1) * 255
+    image = Image.fromarray(scaled.astype(np.uint8))
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.LANCZOS)
+    image.save(path, optimize=False)
+
+
+def sample_images(folder: Path) -> dict[str, dict[str, str]]:
+    """Write the demo's real sample images as PNG files; return each one's metadata."""
+    import nibabel as nib
+    import pydicom.examples
+
+    folder.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, dict[str, str]] = {}
+    volume = nib.load(Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii")
+    data = np.asarray(volume.dataobj)  # type: ignore[attr-defined]
+    for z in range(4, data.shape[2] - 3):
+        name = f"mr-head-slice{z:02d}.png"
+        _to_png(np.rot90(data[:, :, z]), folder / name, scale=6)
+        meta[name] = {"modality": "MR", "body_part": "HEAD", "site": "site-A",
+                      "patient_pseudonym": "P-0001"}
+    for name, ds, body in (("ct-small.png", pydicom.examples.ct, "CHEST"),
+                           ("mr-small.png", pydicom.examples.mr, "HEAD")):
+        _to_png(ds.pixel_array, folder / name, scale=4)
+        meta[name] = {"modality": str(ds.Modality), "body_part": body, "site": "site-B",
+                      "manufacturer": str(ds.get("Manufacturer", "")) or "unknown",
+                      "patient_pseudonym": f"P-000{2 if body == 'CHEST' else 3}"}
+    cine = pydicom.examples.ybr_color
+    frames = cine.pixel_array  # RGB after pydicom's colour conversion
+    for k in range(0, frames.shape[0], 3):
+        name = f"us-cine-frame{k:02d}.png"
+        Image.fromarray(np.asarray(frames[k], dtype=np.uint8)).save(folder / name)
+        meta[name] = {"modality": "US", "body_part": "ABDOMEN", "site": "site-C",
+                      "patient_pseudonym": "P-0004"}
+    rng = np.random.default_rng(7)
+    for info in meta.values():
+        info["sex"] = str(rng.choice(["F", "M"]))
+        info["age_band"] = str(rng.choice(["18-39", "40-64", "65-89"]))
+    return meta
+
+
+def _simulated_grade(rng: np.random.Generator, truth: int, accuracy: float, k: int) -> int:
+    if rng.random() < accuracy:
+        return truth
+    # Readers who miss mostly slip to a neighbouring grade.
+    options = [g for g in range(k) if g != truth]
+    weights = np.array([1.0 / abs(g - truth) ** 2 for g in options])
+    return int(rng.choice(options, p=weights / weights.sum()))
+
+
+def run_demo(
+    folder: str | Path, *, seed: int = 0, step: Callable[[str], None] | None = None
+) -> DemoResult:
+    """Build the demo workspace in ``folder`` and return what it made and measured."""
+    say = step or (lambda _msg: None)
+    root = Path(folder)
+    if root.exists() and any(root.iterdir()):
+        raise InputError("the demo folder exists and is not empty", source=str(root))
+    rng = np.random.default_rng(seed)
+    say("workspace")
+    # The demo always uses its own embedded database, whatever the environment selects.
+    saved = {k: os.environ.pop(k) for k in ("TRUTHSET_DATABASE_URL", "TRUTHSET_BLOB_URL")
+             if k in os.environ}
+    try:
+        workspace = Workspace.init(root / "workspace")
+    finally:
+        os.environ.update(saved)
+    with workspace:
+        say("sample images")
+        meta = sample_images(root / "sample-images")
+        with workspace.unit(ACTOR) as s:
+            project = projects.create_project(
+                s, key=PROJECT_KEY, name="Diagnostic image quality (demo)",
+                schema_text=SCHEMA_YAML, schema_source="demo schema", guideline_text=GUIDELINE_MD,
+            )
+            for name, tier, _acc in READERS:
+                users.add_user(s, username=name, role="annotator", tier=tier,
+                               display_name=f"Reader {name.title()}")
+            for name, role, tier in STAFF:
+                users.add_user(s, username=name, role=role, tier=tier,
+                               display_name=name.title())
+        say("import items")
+        with workspace.unit(ACTOR) as s:
+            project = projects.get_project(s, PROJECT_KEY)
+            summary = imports.import_items(s, workspace.blobs, project,
+                                           [root / "sample-images"], metadata=meta)
+        say("simulated reads")
+        k = len(TRUE_GRADE_PRIOR)
+        truth = {item: int(rng.choice(k, p=TRUE_GRADE_PRIOR)) for item in summary.ingested}
+        with workspace.unit(ACTOR) as s:
+            project = projects.get_project(s, PROJECT_KEY)
+            classes = projects.rules(s, project).schema.class_names
+            items = {i.external_id: i for i in s.scalars(
+                select(Item).where(Item.project_id == project.id))}
+            readers = {u.username: u for u in (users.get_user(s, n) for n, _t, _a in READERS)}
+            n_reads = 0
+            for external_id in summary.ingested:
+                for name, _tier, accuracy in READERS:
+                    grade = _simulated_grade(rng, truth[external_id], accuracy, k)
+                    record_annotation(
+                        s, project, item=items[external_id], author=readers[name],
+                        payload={"label": classes[grade]},
+                        time_spent_s=float(np.round(rng.lognormal(3.0, 0.4), 1)),
+                    )
+                    n_reads += 1
+        say("consensus and agreement")
+        with workspace.unit(ACTOR) as s:
+            project = projects.get_project(s, PROJECT_KEY)
+            compute_consensus(s, project, method="ds")
+            mv = compute_consensus(s, project, method="mv")
+            reads = current_labels(s, project)
+        truth_labels = pd.Series({i: classes[g] for i, g in truth.items()})
+        consensus_accuracy = {"mv": float((mv.labels.set_index("item")["label"]
+                                           .reindex(truth_labels.index) == truth_labels).mean())}
+        ds_labels = make_aggregator("ds", classes=classes).fit_predict(
+            reads[["item", "annotator", "label"]])
+        consensus_accuracy["ds"] = float((ds_labels.reindex(truth_labels.index)
+                                          == truth_labels).mean())
+        agreement = _agreement_summary(reads[["item", "annotator", "label"]], classes)
+        reader_table = (
+            reads.assign(
+                vs_truth=reads["label"].to_numpy() == reads["item"].map(truth_labels).to_numpy(),
+                vs_consensus=reads["label"].to_numpy()
+                == reads["item"].map(mv.labels.set_index("item")["label"]).to_numpy(),
+            )
+            .groupby("annotator")[["vs_truth", "vs_consensus"]]
+            .mean()
+            .reindex([n for n, _t, _a in READERS])
+        )
+        reader_table["simulated_skill"] = [a for _n, _t, a in READERS]
+        say("release")
+        with workspace.unit(ACTOR) as s:
+            project = projects.get_project(s, PROJECT_KEY)
+            release = build_release(s, project, root / "releases" / "v1", name="v1")
+    return DemoResult(root, len(summary.ingested), n_reads, release, reader_table, agreement,
+                      consensus_accuracy)
+
+
+def _agreement_summary(table: pd.DataFrame, classes: tuple[str, ...]) -> list[dict[str, Any]]:
+    from truthset.quality.agreement import agreement
+
+    out = []
+    for metric, level in (("krippendorff", "ordinal"), ("krippendorff", "nominal"),
+                          ("fleiss", "nominal"), ("ac1", "nominal"), ("percent", "nominal")):
+        result = agreement(table, metric=metric, level=level, ci=0.95, classes=classes,
+                           random_state=0)
+        out.append(result.to_dict())
+    return out

@@ -1,0 +1,360 @@
+"""Workflow policies: how many readers an item needs, who reviews, when to adjudicate.
+
+A policy is a ``policy:`` document of the project YAML (a bare mapping is accepted too)::
+
+    policy:
+      name: chest-default
+      workflow: adaptive        # single_review | consensus | adaptive | tiered
+      method: onecoin           # the quality-engine method behind the consensus posterior
+      m: 2                      # adaptive: readers to start with
+      k_max: 5                  # adaptive: most readers
+      k: 3                      # consensus: independent readers per item
+      target: 0.9               # posterior the consensus must reach (else more reads / adjudicate)
+      min_agreement: 0.6        # consensus: share of reads agreeing with it (else adjudicate)
+      on_exhausted: adjudicate  # adaptive: at k_max and still uncertain -> adjudicate | accept
+      review_rate: {low: 0.1, medium: 0.5, high: 1.0}   # single_review: share reviewed
+      tiers: {annotate: 1, review: 2, adjudicate: 3}
+      specialty: {adjudicate: radiology}                # stage -> required specialty
+      prelabels: route          # ignore | route | draft (see below)
+      lease_minutes: 30
+      calibration: {threshold: 0.8}                    # each new reader passes this first
+      gold: {rate: 0.1, threshold: 0.7, min_reads: 5}  # gold mixed into queues, scored
+      escalation: {deadline_hours: 48}
+      by_risk:                  # overrides for items whose provisional class has this risk
+        high: {workflow: consensus, k: 5}
+
+``prelabels`` says what a model draft (an annotation whose source is ``model``) does:
+``ignore`` it; ``route`` it (its class's risk chooses the ``by_risk`` override and the review
+rate, and it raises the priority of uncertain drafts); or ``draft``: it also stands in for the
+tier-1 read (``single_review``/``tiered`` go straight to review) or counts as one read
+(``consensus``/``adaptive``).
+
+Parsing is pure: :func:`parse_policy` takes the YAML *text* and names the line and field of a bad
+value. Checks that need the project (classes, readers) live in :func:`check_policy_readers`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from truthset.domain.errors import InputError
+from truthset.domain.schema import RiskLevel, _line_of
+
+#: Aggregation methods a policy may name (those of ``truthset.quality.aggregation.registry``
+#: that give a categorical posterior). Kept here so the domain layer stays import-free.
+POLICY_METHODS = ("mv", "wmv", "ds", "onecoin", "glad", "mace", "ordinal-ds")
+
+
+class WorkflowKind(StrEnum):
+    """The four workflow shapes."""
+
+    SINGLE_REVIEW = "single_review"
+    CONSENSUS = "consensus"
+    ADAPTIVE = "adaptive"
+    TIERED = "tiered"
+
+
+class Stage(StrEnum):
+    """The stages a task can be in."""
+
+    ANNOTATE = "annotate"
+    REVIEW = "review"
+    ADJUDICATE = "adjudicate"
+    CALIBRATE = "calibrate"
+
+
+class PrelabelUse(StrEnum):
+    """What a model draft does in the workflow."""
+
+    IGNORE = "ignore"
+    ROUTE = "route"
+    DRAFT = "draft"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tiers(_Strict):
+    """Minimum reader tier per stage."""
+
+    annotate: int = Field(default=1, ge=1, le=3)
+    review: int = Field(default=2, ge=1, le=3)
+    adjudicate: int = Field(default=3, ge=1, le=3)
+
+
+class Calibration(_Strict):
+    """The batch each new reader must pass before real work: share correct >= threshold."""
+
+    threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+
+
+class Gold(_Strict):
+    """Gold items mixed into the queues and the per-class floor that suspends a reader."""
+
+    rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    min_reads: int = Field(default=5, ge=1)
+
+
+class Escalation(_Strict):
+    """Deadline of an escalated item at each tier it reaches."""
+
+    deadline_hours: float = Field(default=48.0, gt=0)
+
+
+class Rules(_Strict):
+    """The fields that decide what an item needs (the part ``by_risk`` may override)."""
+
+    workflow: WorkflowKind = WorkflowKind.CONSENSUS
+    method: str = "mv"
+    k: int = Field(default=3, ge=1, le=50)
+    m: int = Field(default=2, ge=1, le=50)
+    k_max: int = Field(default=5, ge=1, le=50)
+    target: float = Field(default=0.9, ge=0.0, le=1.0)
+    min_agreement: float = Field(default=0.0, ge=0.0, le=1.0)
+    on_exhausted: str = Field(default="adjudicate", pattern="^(adjudicate|accept)$")
+    review_rate: dict[RiskLevel, float] = Field(
+        default_factory=lambda: {RiskLevel.LOW: 0.1, RiskLevel.MEDIUM: 0.5, RiskLevel.HIGH: 1.0}
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in POLICY_METHODS:
+            raise ValueError(
+                f"unknown consensus method {value!r}; choose one of {', '.join(POLICY_METHODS)}"
+            )
+        return value
+
+    @field_validator("review_rate")
+    @classmethod
+    def _rates(cls, value: dict[RiskLevel, float]) -> dict[RiskLevel, float]:
+        for risk, rate in value.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"review rate for {risk} risk must be within [0, 1], not {rate}")
+        # Missing levels: low 0.1, medium 0.5, high always reviewed.
+        full = {RiskLevel.LOW: 0.1, RiskLevel.MEDIUM: 0.5, RiskLevel.HIGH: 1.0}
+        full.update(value)
+        return full
+
+    @field_validator("k_max")
+    @classmethod
+    def _m_le_k_max(cls, value: int, info: ValidationInfo) -> int:
+        m = info.data.get("m", 2)
+        if info.data.get("workflow") == WorkflowKind.ADAPTIVE and m > value:
+            raise ValueError(f"adaptive: k_max ({value}) must be at least m ({m})")
+        return value
+
+    @property
+    def first_reads(self) -> int:
+        """Reads asked for up front."""
+        if self.workflow == WorkflowKind.CONSENSUS:
+            return self.k
+        if self.workflow == WorkflowKind.ADAPTIVE:
+            return self.m
+        return 1
+
+    @property
+    def max_reads(self) -> int:
+        """Most independent reads this policy ever asks of one item."""
+        if self.workflow == WorkflowKind.CONSENSUS:
+            return self.k
+        if self.workflow == WorkflowKind.ADAPTIVE:
+            return self.k_max
+        return 1
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        """Stages this workflow may create tasks for."""
+        if self.workflow in (WorkflowKind.SINGLE_REVIEW, WorkflowKind.TIERED):
+            return (Stage.ANNOTATE, Stage.REVIEW, Stage.ADJUDICATE)
+        if self.workflow == WorkflowKind.ADAPTIVE and self.on_exhausted == "accept":
+            return (Stage.ANNOTATE,)
+        if self.workflow == WorkflowKind.CONSENSUS and self.target == 0 and (
+            self.min_agreement == 0
+        ):
+            return (Stage.ANNOTATE,)
+        return (Stage.ANNOTATE, Stage.ADJUDICATE)
+
+
+class Policy(Rules):
+    """A validated workflow policy."""
+
+    name: str = Field(default="default", min_length=1, max_length=100)
+    tiers: Tiers = Tiers()
+    specialty: dict[Stage, str] = Field(default_factory=dict)
+    prelabels: PrelabelUse = PrelabelUse.ROUTE
+    lease_minutes: float = Field(default=30.0, gt=0)
+    calibration: Calibration | None = None
+    gold: Gold | None = None
+    escalation: Escalation = Escalation()
+    by_risk: dict[RiskLevel, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("by_risk")
+    @classmethod
+    def _overrides(cls, value: dict[RiskLevel, dict[str, Any]]) -> dict[RiskLevel, dict[str, Any]]:
+        allowed = set(Rules.model_fields)
+        for risk, override in value.items():
+            if not isinstance(override, dict):
+                raise ValueError(f"by_risk.{risk} must be a mapping of policy fields")
+            unknown = sorted(set(override) - allowed)
+            if unknown:
+                raise ValueError(
+                    f"by_risk.{risk} may set only {', '.join(sorted(allowed))}; not "
+                    f"{', '.join(unknown)}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> Self:
+        # Validate each override merged with the base rules, so errors name the risk level.
+        for risk in self.by_risk:
+            self.for_risk(risk)
+        return self
+
+    def for_risk(self, risk: RiskLevel | str | None) -> Rules:
+        """The rules for an item whose provisional class has ``risk`` (base rules if none)."""
+        base = {name: getattr(self, name) for name in Rules.model_fields}
+        override = self.by_risk.get(RiskLevel(risk)) if risk is not None else None
+        if not override:
+            return Rules.model_validate(base)
+        try:
+            return Rules.model_validate({**base, **override})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(
+                f"by_risk.{RiskLevel(str(risk)).value}.{'.'.join(str(p) for p in first['loc'])}: "
+                f"{first['msg'].removeprefix('Value error, ')}"
+            ) from None
+
+    def all_rules(self) -> list[Rules]:
+        """The base rules and every risk override."""
+        return [self.for_risk(None), *(self.for_risk(r) for r in self.by_risk)]
+
+    def stage_tier(self, stage: Stage | str) -> int:
+        """Minimum tier of a stage (calibration: the annotate tier)."""
+        stage = Stage(stage)
+        if stage == Stage.CALIBRATE:
+            return self.tiers.annotate
+        return int(getattr(self.tiers, stage.value))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (what the store keeps beside the YAML text)."""
+        return self.model_dump(mode="json")
+
+
+#: Roles allowed to work each stage.
+STAGE_ROLES: dict[Stage, frozenset[str]] = {
+    Stage.ANNOTATE: frozenset({"annotator", "reviewer", "adjudicator"}),
+    Stage.CALIBRATE: frozenset({"annotator", "reviewer", "adjudicator"}),
+    Stage.REVIEW: frozenset({"reviewer", "adjudicator"}),
+    Stage.ADJUDICATE: frozenset({"adjudicator"}),
+}
+
+
+def qualifies(policy: Policy, stage: Stage | str, *, role: str, tier: int,
+              specialty: str) -> bool:
+    """Whether a reader of this role, tier and specialty may work ``stage`` under ``policy``."""
+    stage = Stage(stage)
+    need = policy.specialty.get(stage)
+    return (
+        role in STAGE_ROLES[stage]
+        and tier >= policy.stage_tier(stage)
+        and (not need or specialty == need)
+    )
+
+
+def check_policy_readers(
+    policy: Policy, readers: Iterable[tuple[str, str, int, str]], *, source: str | None = None
+) -> None:
+    """Refuse a policy that no set of the project's readers can carry out.
+
+    ``readers`` are ``(username, role, tier, specialty)`` of the active users.
+
+    Raises
+    ------
+    InputError
+        A stage the policy uses has no qualified reader, or a consensus asks for more distinct
+        readers than qualify (the field is named).
+    """
+    people = list(readers)
+    for rules in policy.all_rules():
+        for stage in rules.stages:
+            able = [u for u, r, t, s in people if qualifies(policy, stage, role=r, tier=t,
+                                                                 specialty=s)]
+            field = f"tiers.{stage.value}" if stage.value not in policy.specialty else (
+                f"specialty.{stage.value}")
+            if not able:
+                need = policy.specialty.get(stage)
+                raise InputError(
+                    f"no active reader qualifies for the {stage.value} stage (tier >= "
+                    f"{policy.stage_tier(stage)}, role {' or '.join(sorted(STAGE_ROLES[stage]))}"
+                    + (f", specialty {need}" if need else "") + ")",
+                    source=source, field=field,
+                )
+            if stage == Stage.ANNOTATE and len(able) < rules.max_reads:
+                raise InputError(
+                    f"the {rules.workflow.value} workflow asks up to {rules.max_reads} distinct "
+                    f"readers per item but only {len(able)} qualify",
+                    source=source, field="k" if rules.workflow == WorkflowKind.CONSENSUS
+                    else "k_max",
+                )
+
+
+def parse_policy(text: str, *, source: str | None = None) -> Policy:
+    """Parse and validate a workflow policy from YAML text (a ``policy:`` document or a bare
+    mapping).
+
+    Raises
+    ------
+    InputError
+        Invalid YAML, or a field that fails validation; the message names the line and field.
+    """
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(
+            f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
+            source=source,
+            location=f"line {mark.line + 1}" if mark else None,
+        ) from exc
+    if not isinstance(data, dict):
+        raise InputError("a policy must be a YAML mapping", source=source)
+    prefix: tuple[str, ...] = ()
+    if "policy" in data:
+        data = data["policy"]
+        prefix = ("policy",)
+        if not isinstance(data, dict):
+            raise InputError("policy: must be a mapping", source=source, field="policy")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if not loc and message.startswith("by_risk."):
+            # An override's error: name the field inside by_risk.
+            path = message.split(":", 1)[0]
+            loc = tuple(int(p) if p.isdigit() else p for p in path.split("."))
+            message = message.split(":", 1)[1].strip()
+        line = _line_of(root, prefix + loc)
+        field = ".".join(str(p) for p in loc) or None
+        raise InputError(
+            message, source=source, location=f"line {line}" if line else None, field=field,
+        ) from exc

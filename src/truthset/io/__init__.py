@@ -1,0 +1,1 @@
+"""Reading and writing plain files (label tables) with errors that name the file and row."""

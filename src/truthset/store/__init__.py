@@ -1,0 +1,1 @@
+"""The only layer that knows SQL: tables, migrations, engines and the blob store."""

@@ -1,0 +1,391 @@
+"""The relational model: every table Truthset stores, as SQLAlchemy 2 typed mappings.
+
+Conventions
+-----------
+- Times are timezone-aware UTC (``created_at``), written by :func:`utcnow`.
+- Annotations are immutable: a correction is a new row whose ``parent_id`` names the revision it
+  replaces. Nothing in Truthset updates an annotation's payload in place.
+- Audit events live in ``audit_events`` and are append-only (database triggers refuse UPDATE and
+  DELETE; see the initial migration). Their time and payloads are stored as canonical text so
+  that the hash chain can be recomputed bit for bit on any database.
+- Columns whose values must never enter the audit log (password hashes, secrets) carry
+  ``info={"audit": "redact"}``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Truthset table."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Project(Base):
+    """A labelling project: its label schema, guideline and policy live in versioned rows."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LabelSchemaVersion(Base):
+    """One version of a project's label schema (the YAML text and its parsed form)."""
+
+    __tablename__ = "label_schemas"
+    __table_args__ = (UniqueConstraint("project_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    source_text: Mapped[str] = mapped_column(Text)
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GuidelineVersion(Base):
+    """One version of a project's guideline (Markdown) with what changed since the last."""
+
+    __tablename__ = "guidelines"
+    __table_args__ = (UniqueConstraint("project_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    change_note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class User(Base):
+    """A person (or service account) who labels, reviews, adjudicates or administers."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(32))
+    tier: Mapped[int] = mapped_column(Integer, default=1)
+    specialty: Mapped[str] = mapped_column(String(100), default="")
+    password_hash: Mapped[str | None] = mapped_column(
+        String(255), default=None, info={"audit": "redact"}
+    )
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Item(Base):
+    """One unit to label: an image, a series, a volume or a report, with what audits need."""
+
+    __tablename__ = "items"
+    __table_args__ = (UniqueConstraint("project_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    external_id: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    media: Mapped[list[Any]] = mapped_column(default=list)
+    modality: Mapped[str | None] = mapped_column(String(16), default=None)
+    body_part: Mapped[str | None] = mapped_column(String(64), default=None)
+    site: Mapped[str | None] = mapped_column(String(100), default=None)
+    manufacturer: Mapped[str | None] = mapped_column(String(100), default=None)
+    patient_pseudonym: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    age_band: Mapped[str | None] = mapped_column(String(16), default=None)
+    sex: Mapped[str | None] = mapped_column(String(8), default=None)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Task(Base):
+    """One item waiting for one stage (annotate, review, adjudicate)."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_queue", "project_id", "stage", "status", "priority"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=None
+    )
+    priority: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Annotation(Base):
+    """One reader's label on one item: an immutable revision."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (Index("ix_annotations_item", "project_id", "item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), default=None)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    source: Mapped[str] = mapped_column(String(16), default="human")
+    model_name: Mapped[str | None] = mapped_column(String(100), default=None)
+    model_version: Mapped[str | None] = mapped_column(String(50), default=None)
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    schema_version: Mapped[int] = mapped_column(Integer)
+    guideline_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    time_spent_s: Mapped[float | None] = mapped_column(Float, default=None)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    author: Mapped[User | None] = relationship(lazy="joined")
+
+
+class Review(Base):
+    """A reviewer's decision on an annotation: accept, correct (with a new revision) or reject."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    decision: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    corrected_annotation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("annotations.id"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Consensus(Base):
+    """The aggregated label of an item: method, inputs, posterior and agreement.
+
+    A recomputation adds a new row; the latest row of an item is its current consensus.
+    """
+
+    __tablename__ = "consensus"
+    __table_args__ = (Index("ix_consensus_item", "project_id", "item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    method: Mapped[str] = mapped_column(String(32))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    label: Mapped[dict[str, Any]] = mapped_column()
+    posterior: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    confidence: Mapped[float | None] = mapped_column(Float, default=None)
+    agreement: Mapped[float | None] = mapped_column(Float, default=None)
+    input_annotation_ids: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default="final")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Blob(Base):
+    """Index of the content-addressed blob store: one row per distinct content."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEvent(Base):
+    """One append-only, hash-chained audit event. See :mod:`truthset.audit`."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=False)
+    at: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    project_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    before: Mapped[str] = mapped_column(Text)
+    after: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """A single row holding the latest audit event's sequence number and hash.
+
+    Appending locks this row first, which serialises concurrent writers on every database.
+    """
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+#: Tables whose writes are not audited automatically (they are the audit itself).
+UNAUDITED_TABLES = frozenset({"audit_events", "audit_head"})
+
+
+# --- auth/api ---
+
+
+class Membership(Base):
+    """A user's role in one project (a user may hold several roles in a project)."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("project_id", "user_id", "role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token for scripts; only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, info={"audit": "redact"})
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class WebSession(Base):
+    """A server-side browser session (cookie holds the secret; the row holds its SHA-256)."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True, info={"audit": "redact"})
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_hash: Mapped[str] = mapped_column(String(64), info={"audit": "redact"})
+    method: Mapped[str] = mapped_column(String(16), default="password")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class LoginThrottle(Base):
+    """Failed sign-in counter and lock for one key (``user:<name>`` or ``ip:<address>``)."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class OidcState(Base):
+    """A pending OpenID Connect sign-in: state, nonce and PKCE verifier, used once."""
+
+    __tablename__ = "oidc_states"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(100), info={"audit": "redact"})
+    code_verifier: Mapped[str] = mapped_column(String(128), info={"audit": "redact"})
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- workflow ---
+
+
+class PolicyVersion(Base):
+    """One version of a project's workflow policy (the YAML text and its parsed form)."""
+
+    __tablename__ = "workflow_policies"
+    __table_args__ = (UniqueConstraint("project_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    source_text: Mapped[str] = mapped_column(Text)
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GoldItem(Base):
+    """An item whose reference answer is known: ``gold`` (mixed into queues) or
+    ``calibration`` (the batch each new reader must pass)."""
+
+    __tablename__ = "gold_items"
+    __table_args__ = (UniqueConstraint("project_id", "item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    label: Mapped[dict[str, Any]] = mapped_column()
+    purpose: Mapped[str] = mapped_column(String(16), default="gold")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReaderStatus(Base):
+    """A reader's standing in a project: calibration result (``class_name`` empty) or a
+    per-class suspension, with the message the reader is shown."""
+
+    __tablename__ = "reader_status"
+    __table_args__ = (UniqueConstraint("project_id", "user_id", "class_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    class_name: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Escalation(Base):
+    """An item sent up the tiers, with its deadline and how it ended."""
+
+    __tablename__ = "escalations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    from_tier: Mapped[int] = mapped_column(Integer)
+    to_tier: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)

@@ -1,0 +1,144 @@
+"""Projects, their versioned label schemas and guidelines."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from truthset.domain.errors import ConflictError, InputError, NotFoundError
+from truthset.domain.schema import LabelSchema, parse_schema
+from truthset.store.models import GuidelineVersion, LabelSchemaVersion, Project
+
+_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ProjectRules:
+    """The schema and guideline in force for a project, with their versions."""
+
+    project: Project
+    schema: LabelSchema
+    schema_version: int
+    guideline_version: int | None
+
+
+def create_project(
+    session: Session,
+    *,
+    key: str,
+    name: str,
+    schema_text: str,
+    schema_source: str | None = None,
+    guideline_text: str | None = None,
+    description: str = "",
+) -> Project:
+    """Create a project with version 1 of its schema (and guideline, when given).
+
+    Raises
+    ------
+    InputError
+        ``key`` is not a short lowercase slug, or the schema is invalid (line and field named).
+    ConflictError
+        A project with this key exists.
+    """
+    if not _KEY.match(key):
+        raise InputError(
+            "project key must be 1–64 characters of a-z, 0-9, '-' or '_', starting with a "
+            "letter or digit",
+            field="key",
+        )
+    schema = parse_schema(schema_text, source=schema_source)
+    if session.scalar(select(Project.id).where(Project.key == key)) is not None:
+        raise ConflictError(f"field 'key': a project with key {key!r} already exists")
+    project = Project(key=key, name=name or key, description=description, settings={})
+    session.add(project)
+    session.flush()
+    session.add(
+        LabelSchemaVersion(
+            project_id=project.id, version=1, source_text=schema_text, definition=schema.to_dict()
+        )
+    )
+    if guideline_text is not None:
+        session.add(
+            GuidelineVersion(
+                project_id=project.id, version=1, body=guideline_text, change_note="first version"
+            )
+        )
+    session.flush()
+    return project
+
+
+def get_project(session: Session, key: str) -> Project:
+    """The project with this key.
+
+    Raises
+    ------
+    NotFoundError
+        No such project.
+    """
+    project = session.scalar(select(Project).where(Project.key == key))
+    if project is None:
+        keys = session.scalars(select(Project.key).order_by(Project.key)).all()
+        known = f"; projects here: {', '.join(keys)}" if keys else "; there are no projects yet"
+        raise NotFoundError(f"no project with key {key!r}{known}")
+    return project
+
+
+def rules(session: Session, project: Project) -> ProjectRules:
+    """The current (latest) schema and guideline of ``project``."""
+    schema_row = session.scalars(
+        select(LabelSchemaVersion)
+        .where(LabelSchemaVersion.project_id == project.id)
+        .order_by(LabelSchemaVersion.version.desc())
+        .limit(1)
+    ).one()
+    guideline_version = session.scalar(
+        select(func.max(GuidelineVersion.version)).where(GuidelineVersion.project_id == project.id)
+    )
+    return ProjectRules(
+        project=project,
+        schema=LabelSchema.model_validate(schema_row.definition),
+        schema_version=schema_row.version,
+        guideline_version=guideline_version,
+    )
+
+
+def add_guideline_version(
+    session: Session, project: Project, *, body: str, change_note: str
+) -> GuidelineVersion:
+    """Publish a new guideline version; ``change_note`` says what changed and is required."""
+    if not change_note.strip():
+        raise InputError("a new guideline version needs a change note", field="change_note")
+    latest = session.scalar(
+        select(func.max(GuidelineVersion.version)).where(GuidelineVersion.project_id == project.id)
+    )
+    row = GuidelineVersion(
+        project_id=project.id, version=(latest or 0) + 1, body=body, change_note=change_note
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def add_schema_version(
+    session: Session, project: Project, *, schema_text: str, source: str | None = None
+) -> LabelSchemaVersion:
+    """Publish a new schema version (validated first)."""
+    schema = parse_schema(schema_text, source=source)
+    latest = session.scalar(
+        select(func.max(LabelSchemaVersion.version)).where(
+            LabelSchemaVersion.project_id == project.id
+        )
+    )
+    row = LabelSchemaVersion(
+        project_id=project.id,
+        version=(latest or 0) + 1,
+        source_text=schema_text,
+        definition=schema.to_dict(),
+    )
+    session.add(row)
+    session.flush()
+    return row

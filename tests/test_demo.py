@@ -1,0 +1,65 @@
+"""The demo builds a whole project offline, and everything it writes checks out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from truthset import audit
+from truthset.cli.main import app
+from truthset.demo import READERS, run_demo
+from truthset.workspace.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return run_demo(tmp_path_factory.mktemp("demo") / "d", seed=0)
+
+
+def test_release_files_match_their_manifest(demo) -> None:  # type: ignore[no-untyped-def]
+    folder = demo.release.folder
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        data = (folder / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        assert len(data) == entry["bytes"]
+    labels = pd.read_csv(folder / "labels.csv")
+    provenance = pd.read_csv(folder / "provenance.csv")
+    assert len(labels) == demo.n_items
+    # Every final label is backed by one read per simulated reader, all named.
+    assert (provenance.groupby("item")["annotator"].nunique() == len(READERS)).all()
+    assert set(provenance["annotator"]) == {name for name, _t, _a in READERS}
+    assert provenance["created_at"].str.endswith("+00:00").all()
+
+
+def test_consensus_beats_the_average_reader(demo) -> None:  # type: ignore[no-untyped-def]
+    mean_reader = demo.readers["vs_truth"].mean()
+    assert demo.consensus_accuracy["mv"] > mean_reader
+    assert demo.consensus_accuracy["ds"] >= mean_reader
+
+
+def test_agreement_summary_is_computed(demo) -> None:  # type: ignore[no-untyped-def]
+    by_metric = {(a["metric"], a.get("level")): a for a in demo.agreement}
+    alpha = by_metric[("krippendorff", "ordinal")]
+    assert alpha["value"] is not None and alpha["ci"][0] <= alpha["value"] <= alpha["ci"][1]
+    # Readers err towards neighbouring grades, so ordinal alpha exceeds nominal alpha.
+    assert alpha["value"] > by_metric[("krippendorff", "nominal")]["value"]
+
+
+def test_audit_chain_of_the_demo_is_intact(demo) -> None:  # type: ignore[no-untyped-def]
+    with Workspace.open(demo.folder / "workspace") as ws, ws.sessions() as s:
+        result = audit.verify(s)
+    assert result.ok and result.n_events > demo.n_reads
+
+
+def test_demo_command_prints_what_it_made(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "release" in result.output and "Consensus accuracy" in result.output
+    again = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
+    assert again.exit_code == 2 and "not empty" in again.output
