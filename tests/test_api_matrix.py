@@ -1,0 +1,435 @@
+"""The authorisation matrix: every route of the OpenAPI document × every caller.
+
+``EXPECT`` names, for each ``METHOD /path`` the app serves, one or more probes and who may make
+them. ``test_every_route_has_an_expectation`` compares it with the live OpenAPI document, so a
+new route without an entry here fails the suite. Each probe is then run by every caller:
+
+- project roles in ``alpha``: ``padmin`` (project admin), ``manager``, ``annotator``,
+  ``reviewer``, ``adjudicator``, ``auditor``, ``service``;
+- ``nobody`` (no role in any project), ``outsider`` (annotator in ``beta`` only);
+- ``root`` (global administrator) and ``gaudit`` (global auditor).
+
+An allowed caller gets the probe's success status (and a write leaves audit events behind); a
+denied one gets 403 ``forbidden``, exactly one ``denied`` audit event and nothing else written.
+Probes with another project's ids check that ids never cross projects, and content checks
+check blinding (readers see only their own labels, no consensus).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from test_api_support import PROJECT_ROLES, SCHEMA, Seeded, bearer, client, png, seed
+from truthset import audit
+from truthset.auth import memberships, tokens
+from truthset.store.models import ApiToken, AuditEvent, Consensus, Item, Membership
+from truthset.workflow.annotations import record_annotation
+from truthset.workflow.consensus import compute_consensus
+from truthset.workspace import projects, users
+from truthset.workspace.workspace import Workspace
+
+CALLERS = [*PROJECT_ROLES, "nobody", "outsider", "root", "gaudit"]
+EVERYONE = frozenset(CALLERS)
+MANAGE = frozenset({"padmin", "manager", "root"})
+MEMBERS = frozenset(PROJECT_ROLES) | {"root", "gaudit"}
+OVERSEE = MANAGE | {"reviewer", "adjudicator", "auditor", "gaudit"}
+READERS = frozenset({"annotator", "reviewer", "adjudicator"})
+AUDITORS = frozenset({"auditor", "gaudit"})
+GLOBAL_AUDIT = frozenset({"root", "gaudit"})
+BETA_READERS = frozenset({"outsider", "root", "gaudit"})
+NONE: frozenset[str] = frozenset()
+OK = (200, 201, 204)
+
+
+class World:
+    """A seeded workspace shared by the matrix (module scope, SQLite)."""
+
+    def __init__(self, ws: Workspace, seeded: Seeded, tmp: Any) -> None:
+        self.ws = ws
+        self.seeded = seeded
+        self.tmp = tmp
+        self.c: TestClient = client(ws)
+
+    def ids(self) -> dict[str, Any]:
+        """Values for the path placeholders."""
+        a0, a1 = self.seeded.items["alpha"]
+        b0, b1 = self.seeded.items["beta"]
+        return {"a0": a0, "a1": a1, "b0": b0, "b1": b1}
+
+    def head(self) -> int:
+        """The audit chain's length."""
+        with self.ws.sessions() as s:
+            return audit.stored_head(s).seq
+
+    def events_since(self, seq: int) -> list[dict[str, Any]]:
+        """Audit events after ``seq``."""
+        with self.ws.sessions() as s:
+            rows = s.scalars(select(AuditEvent).where(AuditEvent.seq > seq)
+                             .order_by(AuditEvent.seq)).all()
+            return [{"action": r.action, "actor": r.actor, "after": _json(r.after)}
+                    for r in rows]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+Prepare = Callable[[World, str], dict[str, Any]]
+Check = Callable[[World, str, Any], None]
+
+
+@dataclass
+class Probe:
+    """One request, who may make it, and what an allowed caller gets back.
+
+    ``path`` is the concrete path (``{a0}``, ``{b0}``, ``{caller}`` and whatever ``prepare``
+    returns are filled in); ``ok`` the statuses an allowed caller gets (404 for another
+    project's ids); ``public`` probes need no credentials and deny nobody.
+    """
+
+    path: str
+    allowed: frozenset[str]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    ok: tuple[int, ...] = OK
+    prepare: Prepare | None = None
+    check: Check | None = None
+    public: bool = False
+    label: str = ""
+
+
+# --- set-up helpers run before a probe (for every caller, allowed or not) -------------------
+def _member(username: str, role: str, present: bool) -> Prepare:
+    def prepare(world: World, _caller: str) -> dict[str, Any]:
+        with world.ws.unit("seed") as s:
+            project = projects.get_project(s, "alpha")
+            user = users.get_user(s, username)
+            has = s.scalar(select(Membership).where(
+                Membership.project_id == project.id, Membership.user_id == user.id,
+                Membership.role == role)) is not None
+            if present and not has:
+                memberships.add_member(s, project, user, role)
+            if not present and has:
+                memberships.remove_member(s, project, user, role)
+        return {}
+    return prepare
+
+
+def _own_token(world: World, caller: str) -> dict[str, Any]:
+    with world.ws.unit("seed") as s:
+        issued = tokens.create_token(s, users.get_user(s, caller), name="to-revoke")
+        return {"token_id": issued.token.id}
+
+
+def _spare_token(world: World, _caller: str) -> dict[str, Any]:
+    with world.ws.sessions() as s:
+        spare = users.get_user(s, "spare")
+        token_id = s.scalar(select(ApiToken.id).where(ApiToken.user_id == spare.id))
+    return {"token_id": token_id}
+
+
+def _upload(world: World, caller: str) -> dict[str, Any]:
+    path = png(world.tmp / f"up-{caller}.png", seed=1000 + CALLERS.index(caller))
+    return {"files": [("files", (f"up-{caller}.png", io.BytesIO(path.read_bytes()),
+                                 "image/png"))]}
+
+
+def _consensus_exists(world: World, _caller: str) -> dict[str, Any]:
+    with world.ws.unit("seed") as s:
+        alpha = projects.get_project(s, "alpha")
+        if s.scalar(select(Consensus.id).where(Consensus.project_id == alpha.id)) is None:
+            compute_consensus(s, alpha, method="mv")
+    return {}
+
+
+# --- content checks (blinding) ---------------------------------------------------------------
+def _only_own_labels_unless_overseer(world: World, caller: str, reply: Any) -> None:
+    authors = {a["author"] for a in reply.json()["items"]}
+    if caller in OVERSEE:
+        assert {"annotator", "annotator2"} <= authors, authors
+    else:
+        assert authors <= {caller}, f"{caller} saw labels of {authors - {caller}}"
+
+
+def _own_projects_only(world: World, caller: str, reply: Any) -> None:
+    keys = {p["key"] for p in reply.json()["items"]}
+    expected = {"nobody": set(), "outsider": {"beta"}}.get(
+        caller, {"alpha", "beta"} if caller in GLOBAL_AUDIT else {"alpha"})
+    assert expected <= keys and (caller in GLOBAL_AUDIT or keys == expected), keys
+
+
+#: Every route of the API, by ``METHOD /template``, with its probes.
+EXPECT: dict[str, list[Probe]] = {
+    # -- meta and sign-in (public) --
+    "GET /healthz": [Probe("/healthz", EVERYONE, public=True)],
+    "POST /api/v1/auth/login": [
+        Probe("/api/v1/auth/login", EVERYONE, public=True, ok=(401,),
+              kwargs={"json": {"username": "{caller}", "password": "wrong password!"}}),
+    ],
+    "GET /api/v1/auth/oidc/login": [Probe("/api/v1/auth/oidc/login", EVERYONE, public=True,
+                                          ok=(404,))],
+    "GET /api/v1/auth/oidc/callback": [
+        Probe("/api/v1/auth/oidc/callback?code=c&state=s", EVERYONE, public=True, ok=(404,)),
+    ],
+    # -- the caller's own credentials (any signed-in user; bearer callers have no session) --
+    "POST /api/v1/auth/logout": [Probe("/api/v1/auth/logout", EVERYONE, ok=(422,))],
+    "GET /api/v1/auth/me": [Probe("/api/v1/auth/me", EVERYONE)],
+    "GET /api/v1/auth/csrf": [Probe("/api/v1/auth/csrf", EVERYONE, ok=(422,))],
+    "GET /api/v1/auth/tokens": [Probe("/api/v1/auth/tokens", EVERYONE)],
+    "POST /api/v1/auth/tokens": [Probe("/api/v1/auth/tokens", EVERYONE,
+                                       kwargs={"json": {"name": "mine"}})],
+    "DELETE /api/v1/auth/tokens/{token_id}": [
+        Probe("/api/v1/auth/tokens/{token_id}", EVERYONE, prepare=_own_token),
+        Probe("/api/v1/auth/tokens/{token_id}", EVERYONE, ok=(404,), prepare=_spare_token,
+              label="someone else's token is not found"),
+    ],
+    # -- users --
+    "GET /api/v1/users": [Probe("/api/v1/users", frozenset({"root"}))],
+    "POST /api/v1/users": [Probe("/api/v1/users", frozenset({"root"}),
+                                 kwargs={"json": {"username": "u-{caller}",
+                                                  "role": "annotator"}})],
+    "GET /api/v1/users/{username}": [
+        Probe("/api/v1/users/{caller}", EVERYONE, label="yourself"),
+        Probe("/api/v1/users/spare", frozenset({"root"}), label="someone else"),
+    ],
+    "PATCH /api/v1/users/{username}": [
+        Probe("/api/v1/users/spare", frozenset({"root"}),
+              kwargs={"json": {"tier": 2}, "headers": {"If-Match": "*"}}),
+    ],
+    "POST /api/v1/users/{username}/tokens": [
+        Probe("/api/v1/users/spare/tokens", frozenset({"root"}), kwargs={"json": {"name": "t"}}),
+    ],
+    # -- projects --
+    "GET /api/v1/projects": [Probe("/api/v1/projects", EVERYONE, check=_own_projects_only)],
+    "POST /api/v1/projects": [
+        Probe("/api/v1/projects", frozenset({"root"}),
+              kwargs={"json": {"key": "p-{caller}", "schema_yaml": "SCHEMA"}}),
+    ],
+    "GET /api/v1/projects/{key}": [
+        Probe("/api/v1/projects/alpha", MEMBERS),
+        Probe("/api/v1/projects/beta", BETA_READERS, label="another project"),
+    ],
+    "PATCH /api/v1/projects/{key}": [
+        Probe("/api/v1/projects/alpha", MANAGE,
+              kwargs={"json": {"description": "d-{caller}"}, "headers": {"If-Match": "*"}}),
+    ],
+    "GET /api/v1/projects/{key}/members": [
+        Probe("/api/v1/projects/alpha/members", MANAGE | AUDITORS),
+    ],
+    "PUT /api/v1/projects/{key}/members/{username}/{role}": [
+        Probe("/api/v1/projects/alpha/members/spare/reviewer", MANAGE,
+              prepare=_member("spare", "reviewer", present=False)),
+        Probe("/api/v1/projects/alpha/members/spare/admin", frozenset({"padmin", "root"}),
+              prepare=_member("spare", "admin", present=False),
+              label="only administrators grant admin"),
+    ],
+    "DELETE /api/v1/projects/{key}/members/{username}/{role}": [
+        Probe("/api/v1/projects/alpha/members/spare/auditor", MANAGE,
+              prepare=_member("spare", "auditor", present=True)),
+    ],
+    "GET /api/v1/projects/{key}/schemas": [Probe("/api/v1/projects/alpha/schemas", MEMBERS)],
+    "POST /api/v1/projects/{key}/schemas": [
+        Probe("/api/v1/projects/alpha/schemas", MANAGE,
+              kwargs={"json": {"schema_yaml": "SCHEMA"}, "headers": {"If-Match": "*"}}),
+    ],
+    "GET /api/v1/projects/{key}/schemas/{version}": [
+        Probe("/api/v1/projects/alpha/schemas/1", MEMBERS),
+        Probe("/api/v1/projects/beta/schemas/1", BETA_READERS, label="another project"),
+    ],
+    "GET /api/v1/projects/{key}/guidelines": [
+        Probe("/api/v1/projects/alpha/guidelines", MEMBERS),
+    ],
+    "POST /api/v1/projects/{key}/guidelines": [
+        Probe("/api/v1/projects/alpha/guidelines", MANAGE,
+              kwargs={"json": {"body": "b", "change_note": "c"}, "headers": {"If-Match": "*"}}),
+    ],
+    "GET /api/v1/projects/{key}/guidelines/{version}": [
+        Probe("/api/v1/projects/alpha/guidelines/1", MEMBERS),
+    ],
+    # -- items and media --
+    "GET /api/v1/projects/{key}/items": [
+        Probe("/api/v1/projects/alpha/items", MEMBERS),
+        Probe("/api/v1/projects/beta/items", BETA_READERS, label="another project"),
+    ],
+    "POST /api/v1/projects/{key}/items": [
+        Probe("/api/v1/projects/alpha/items", MANAGE | {"service"}, prepare=_upload),
+    ],
+    "GET /api/v1/projects/{key}/items/{item_id}": [
+        Probe("/api/v1/projects/alpha/items/{a0}", MEMBERS),
+        Probe("/api/v1/projects/alpha/items/{b0}", MEMBERS, ok=(404,),
+              label="another project's item id under this project"),
+        Probe("/api/v1/projects/beta/items/{b0}", BETA_READERS, label="another project"),
+    ],
+    "GET /api/v1/projects/{key}/items/{item_id}/media/{index}": [
+        Probe("/api/v1/projects/alpha/items/{a0}/media/0", MEMBERS),
+        Probe("/api/v1/projects/alpha/items/{b0}/media/0", MEMBERS, ok=(404,),
+              label="another project's item id under this project"),
+        Probe("/api/v1/projects/beta/items/{b0}/media/0", BETA_READERS,
+              label="another project"),
+    ],
+    # -- annotations (blinded) --
+    "GET /api/v1/projects/{key}/annotations": [
+        Probe("/api/v1/projects/alpha/annotations?limit=500", MEMBERS,
+              check=_only_own_labels_unless_overseer),
+    ],
+    "GET /api/v1/projects/{key}/items/{item_id}/annotations": [
+        Probe("/api/v1/projects/alpha/items/{a0}/annotations", MEMBERS,
+              check=_only_own_labels_unless_overseer),
+        Probe("/api/v1/projects/alpha/items/{b0}/annotations", MEMBERS, ok=(404,),
+              label="another project's item id under this project"),
+    ],
+    "POST /api/v1/projects/{key}/items/{item_id}/annotations": [
+        Probe("/api/v1/projects/alpha/items/{a1}/annotations", READERS,
+              kwargs={"json": {"payload": {"label": "effusion"}}}),
+        Probe("/api/v1/projects/alpha/items/{b0}/annotations", READERS, ok=(404,),
+              kwargs={"json": {"payload": {"label": "effusion"}}},
+              label="another project's item id under this project"),
+        Probe("/api/v1/projects/beta/items/{b0}/annotations", frozenset({"outsider"}),
+              kwargs={"json": {"payload": {"label": "effusion"}}}, label="another project"),
+    ],
+    # -- consensus and agreement (overseers only; readers are blinded) --
+    "POST /api/v1/projects/{key}/consensus": [
+        Probe("/api/v1/projects/alpha/consensus", MANAGE, kwargs={"json": {}}),
+    ],
+    "GET /api/v1/projects/{key}/consensus": [
+        Probe("/api/v1/projects/alpha/consensus", OVERSEE, prepare=_consensus_exists),
+    ],
+    "GET /api/v1/projects/{key}/items/{item_id}/consensus": [
+        Probe("/api/v1/projects/alpha/items/{a0}/consensus", OVERSEE,
+              prepare=_consensus_exists),
+        Probe("/api/v1/projects/alpha/items/{b0}/consensus", OVERSEE, ok=(404,),
+              label="another project's item id under this project"),
+    ],
+    "GET /api/v1/projects/{key}/agreement": [
+        Probe("/api/v1/projects/alpha/agreement?metric=percent", OVERSEE),
+    ],
+    # -- audit --
+    "GET /api/v1/audit/events": [
+        Probe("/api/v1/audit/events?project=alpha", MANAGE | AUDITORS, label="one project"),
+        Probe("/api/v1/audit/events", GLOBAL_AUDIT, label="every project"),
+    ],
+    "GET /api/v1/audit/verify": [Probe("/api/v1/audit/verify", GLOBAL_AUDIT)],
+    "GET /api/v1/audit/head": [Probe("/api/v1/audit/head", GLOBAL_AUDIT)],
+}
+
+#: Routes under these prefixes act on the caller's own credentials, not on project data.
+SELF_SERVICE = ("POST /api/v1/auth/", "DELETE /api/v1/auth/", "GET /api/v1/auth/")
+
+CASES = [(route, k, probe) for route, probes in EXPECT.items() for k, probe in enumerate(probes)]
+
+
+def _operations(app_doc: dict[str, Any]) -> set[str]:
+    return {f"{method.upper()} {path}" for path, ops in app_doc["paths"].items()
+            for method in ops if method in ("get", "post", "put", "patch", "delete", "head")}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("matrix")
+    ws = Workspace.init(tmp / "ws", database_url=f"sqlite:///{tmp / 'ws.db'}")
+    seeded = seed(ws, tmp)
+    with ws.unit("seed") as s:
+        spare = users.add_user(s, username="spare", role="annotator")
+        tokens.create_token(s, spare, name="spare's")
+        alpha = projects.get_project(s, "alpha")
+        for name in ("annotator", "annotator2"):
+            author = users.get_user(s, name)
+            for item in s.scalars(select(Item).where(Item.project_id == alpha.id)):
+                record_annotation(s, alpha, item=item, author=author,
+                                  payload={"label": "nodule" if name == "annotator" else
+                                           "normal"})
+    try:
+        yield World(ws, seeded, tmp)
+    finally:
+        ws.close()
+
+
+def test_every_route_has_an_expectation(world: World) -> None:
+    served = _operations(world.c.get("/openapi.json").json())
+    missing = sorted(served - set(EXPECT))
+    stale = sorted(set(EXPECT) - served)
+    assert not missing, f"routes without an authorisation expectation in {__name__}: {missing}"
+    assert not stale, f"expectations for routes the app no longer serves: {stale}"
+
+
+def test_auditors_change_nothing() -> None:
+    """No probe that writes project data admits an auditor (own credentials aside)."""
+    for route, _k, probe in CASES:
+        if route.startswith(("GET ", "HEAD ")) or route.startswith(SELF_SERVICE) \
+                or probe.public:
+            continue
+        assert not probe.allowed & AUDITORS, (route, probe.label)
+
+
+def _fill(text: str, values: dict[str, Any]) -> str:
+    return text.format(**values)
+
+
+def _render(value: Any, values: dict[str, Any]) -> Any:
+    if value == "SCHEMA":
+        return SCHEMA
+    if isinstance(value, str):
+        return _fill(value, values)
+    if isinstance(value, dict):
+        return {k: _render(v, values) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize(("route", "k", "probe"), CASES,
+                         ids=[f"{r}#{k}" + (f" ({p.label})" if p.label else "")
+                              for r, k, p in CASES])
+def test_matrix(world: World, caller: str, route: str, k: int, probe: Probe) -> None:
+    values = {**world.ids(), "caller": caller}
+    kwargs: dict[str, Any] = {}
+    if probe.prepare is not None:
+        extra = probe.prepare(world, caller)
+        if "files" in extra:
+            kwargs["files"] = extra.pop("files")
+        values.update(extra)
+    kwargs.update({name: _render(v, values) for name, v in probe.kwargs.items()
+                   if name != "headers"})
+    headers = dict(probe.kwargs.get("headers", {}))
+    if not probe.public:
+        headers.update(bearer(world.seeded.tokens[caller]))
+    method = route.split(" ", 1)[0]
+    before = world.head()
+    reply = world.c.request(method, _fill(probe.path, values), headers=headers, **kwargs)
+    if caller in probe.allowed:
+        assert reply.status_code in probe.ok, (reply.status_code, reply.text)
+        if probe.check is not None:
+            probe.check(world, caller, reply)
+        written = world.events_since(before)
+        if method != "GET" and reply.status_code in OK:
+            assert written, "a successful change left no audit event"
+        if reply.status_code == 404:  # ids of another project: refused, nothing written
+            assert written == [], written
+    else:
+        assert reply.status_code == 403, (reply.status_code, reply.text)
+        assert reply.json()["error"] == "forbidden"
+        events = world.events_since(before)
+        # The refusal wrote exactly one event, "denied", by the caller, and nothing else.
+        assert [e["action"] for e in events] == ["denied"], events
+        assert events[0]["actor"] == caller
+        assert events[0]["after"]["route"] == route.split(" ", 1)[1]
+
+
+def test_unauthenticated_callers_get_401_everywhere_but_public_routes(world: World) -> None:
+    values = {**world.ids(), "caller": "nobody", "token_id": 1}
+    for route, probes in EXPECT.items():
+        probe = probes[0]
+        if probe.public:
+            continue
+        method = route.split(" ", 1)[0]
+        before = world.head()
+        reply = world.c.request(method, _fill(probe.path, values))
+        assert reply.status_code == 401, (route, reply.status_code)
+        assert reply.json()["field"] == "Authorization"
+        assert world.head() == before
