@@ -20,11 +20,15 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 @pytest.fixture(scope="session")
 def crowd_dir() -> Path:
-    """Folder of the public crowd-labelling datasets (skips when ../shared is absent)."""
+    """Folder of the public crowd-labelling datasets.
+
+    ``../shared/data/crowd`` beside the checkout when present, else the copy shipped in
+    ``tests/data/crowd`` (same files, with their sources and licences in its README).
+    """
     path = SHARED / "data" / "crowd"
-    if not path.is_dir():
-        pytest.skip("../shared/data/crowd is not present")
-    return path
+    if path.is_dir():
+        return path
+    return Path(__file__).resolve().parent / "data" / "crowd"
 
 
 # --- databases: every store test runs on SQLite and, when reachable, on PostgreSQL -----------

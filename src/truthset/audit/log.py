@@ -196,10 +196,16 @@ def _sort_key(entity_id: str | None) -> tuple[int, str]:
 
 
 def install(factory: sessionmaker[Session]) -> None:
-    """Audit every write made through sessions of ``factory``."""
-    if not event.contains(factory, "after_flush", _after_flush):
-        event.listen(factory, "before_flush", _before_flush)
-        event.listen(factory, "after_flush", _after_flush)
+    """Audit every write made through sessions of ``factory``.
+
+    The mark is kept on the factory itself: ``event.contains`` keys its registry by ``id()``, so
+    a new factory at a garbage-collected one's address could look installed when it is not.
+    """
+    if getattr(factory, "_truthset_audited", False):
+        return
+    event.listen(factory, "before_flush", _before_flush)
+    event.listen(factory, "after_flush", _after_flush)
+    setattr(factory, "_truthset_audited", True)  # noqa: B010
 
 
 def iter_events(session: Session, *, batch: int = 5000) -> Iterator[dict[str, Any]]:

@@ -74,12 +74,12 @@ def upgrade(engine: Engine, revision: str = "heads") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
-def current_revision(engine: Engine) -> str | None:
-    """The schema revision the database is at (``None`` for an empty database)."""
+def current_revision(engine: Engine) -> frozenset[str]:
+    """The schema revisions (one per migration branch) the database is at; empty when new."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return frozenset(MigrationContext.configure(conn).get_current_heads())
 
 
-def head_revision() -> str | None:
-    """The newest schema revision this version of Truthset ships."""
-    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+def head_revision() -> frozenset[str]:
+    """The newest schema revision of every migration branch this version of Truthset ships."""
+    return frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
