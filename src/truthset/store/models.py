@@ -389,3 +389,30 @@ class Escalation(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+# --- workflow queue ---
+
+
+class TaskOutcome(Base):
+    """What became of one task when its reader finished it: the outcome (``read``, ``gold``,
+    ``calibration``, ``accept``, ``correct``, ``reject``, ``escalate``, ``adjudicate``), the
+    policy version it ran under and the reader time it cost. One row per finished task; the
+    cost and throughput reports read these."""
+
+    __tablename__ = "task_outcomes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), unique=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    stage: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    policy_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    time_spent_s: Mapped[float | None] = mapped_column(Float, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+#: The queue looks up "has this reader a task on this item" on every request.
+Index("ix_tasks_assignee", Task.assignee_id, Task.item_id)

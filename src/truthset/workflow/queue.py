@@ -1,0 +1,819 @@
+"""The task queue: who reads what next, submitting reads, reviews and adjudications.
+
+One :class:`~truthset.store.models.Task` row is one *slot*: one reader's turn at one item in one
+stage. The slots of an item are made by :func:`advance`, which asks the pure
+:func:`truthset.workflow.engine.decide` what the item needs and creates exactly that many
+slots, so an item never has more readers than its policy asks.
+
+Concurrency (many API processes, one database):
+
+- :func:`next_task` first locks the reader's own user row (``SELECT … FOR UPDATE``), so one
+  reader's requests run one after another and the "not this item again" check cannot race; it
+  then takes the best free slot with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQL), so
+  concurrent readers never get the same slot and never wait on each other. On SQLite every
+  transaction starts with ``BEGIN IMMEDIATE`` and runs alone.
+- Submits lock the reader, then the item, then the item's slots, all before the first write
+  (which takes the audit head's lock): every transaction waits on rows before it holds the
+  audit lock, never after, so lock waits cannot form a cycle.
+
+A lease runs ``policy.lease_minutes``; an expired lease returns its slot to the pool (the next
+reader takes it over) and its old holder can no longer submit.
+
+Refused submits (not your task, twice, lease expired, payload that does not fit the schema)
+raise a :class:`Refusal`; the caller's transaction rolls back and :func:`audit_refusal` (or the
+:func:`audited_refusals` context manager) records the attempt in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from truthset import audit
+from truthset.domain.errors import (
+    ConflictError,
+    InputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from truthset.domain.policy import Policy, PrelabelUse, Stage, WorkflowKind, qualifies
+from truthset.domain.schema import RiskLevel
+from truthset.store.models import (
+    Annotation,
+    Consensus,
+    Escalation,
+    GoldItem,
+    Item,
+    Project,
+    Review,
+    Task,
+    TaskOutcome,
+    User,
+    utcnow,
+)
+from truthset.workflow import readers as rd
+from truthset.workflow.engine import (
+    Decision,
+    ItemState,
+    ReviewOutcome,
+    consensus_posteriors,
+    decide,
+    reads_with_draft,
+    stable_uniform,
+)
+from truthset.workflow.policies import CurrentPolicy, current_policy, reader_roles
+from truthset.workspace.projects import rules
+
+if TYPE_CHECKING:
+    from truthset.workspace.workspace import Workspace
+
+OPEN, LEASED, DONE, CANCELLED, SUPERSEDED = "open", "leased", "done", "cancelled", "superseded"
+#: Statuses of a slot that still needs (or is getting) work.
+OUTSTANDING = (OPEN, LEASED)
+#: Review decisions.
+REVIEW_DECISIONS = ("accept", "correct", "reject", "escalate")
+#: Annotation source of an adjudicator's label (not a read: consensus methods never see it).
+ADJUDICATION_SOURCE = "adjudication"
+
+_STAGE_RANK = {Stage.ADJUDICATE.value: 2, Stage.REVIEW.value: 1}
+_RISK_PRIORITY = {RiskLevel.LOW: 1.0, RiskLevel.MEDIUM: 2.0, RiskLevel.HIGH: 3.0}
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """``moment`` as timezone-aware UTC (SQLite hands back naive UTC times)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# -- refusals ------------------------------------------------------------------------------------
+class Refusal(Exception):  # noqa: N818 - a mixin; the concrete errors end in Error
+    """Mixin of the errors a refused task action raises; ``event`` is what gets audited."""
+
+    event: dict[str, Any]
+
+
+class TaskConflictError(Refusal, ConflictError):
+    """Twice, expired lease, wrong stage."""
+
+
+class TaskDeniedError(Refusal, PermissionDeniedError):
+    """The task is not leased to the caller, or they would approve their own work."""
+
+
+class TaskInputError(Refusal, InputError):
+    """The payload, decision or reason does not fit."""
+
+
+def _refuse(error: Refusal, task: Task | None, user: User, what: str) -> Refusal:
+    error.event = {
+        "action": "refused", "entity_type": "tasks",
+        "entity_id": None if task is None else task.id,
+        "project_id": None if task is None else task.project_id,
+        "after": {"attempt": what, "user": user.username, "reason": str(error),
+                  "stage": None if task is None else task.stage},
+    }
+    return error
+
+
+def audit_refusal(session: Session, refusal: Refusal) -> None:
+    """Record a refused attempt (call in a fresh transaction, after the refused one rolled
+    back)."""
+    event = refusal.event
+    audit.record(session, action=event["action"], entity_type=event["entity_type"],
+                 entity_id=event["entity_id"], project_id=event["project_id"],
+                 after=event["after"])
+
+
+@contextmanager
+def audited_refusals(workspace: Workspace, actor: str) -> Iterator[None]:
+    """Wrap a unit of work: a :class:`Refusal` escaping it is audited in a unit of its own,
+    then re-raised."""
+    try:
+        yield
+    except Refusal as exc:
+        with workspace.unit(actor) as session:
+            audit_refusal(session, exc)
+        raise
+
+
+# -- what a reader is shown ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskView:
+    """A task as its reader sees it: never another reader's label in the annotate stage.
+
+    ``context`` holds, for a review, the label under review; for an adjudication, every
+    reader's label side by side and why it was escalated; under ``prelabels: draft``, the model
+    draft an annotator starts from.
+    """
+
+    task_id: int
+    project: str
+    item_id: int
+    external_id: str
+    stage: str
+    lease_expires_at: datetime | None
+    schema_version: int
+    guideline_version: int | None
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        expires = aware(self.lease_expires_at)
+        return {"task_id": self.task_id, "project": self.project, "item_id": self.item_id,
+                "external_id": self.external_id, "stage": self.stage,
+                "lease_expires_at": None if expires is None else expires.isoformat(),
+                "schema_version": self.schema_version,
+                "guideline_version": self.guideline_version, "context": self.context}
+
+
+@dataclass(frozen=True)
+class NextTask:
+    """The answer to "what next?": a task, or none and why."""
+
+    task: TaskView | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What a submit, review or adjudication did to its item."""
+
+    task_id: int
+    annotation_id: int | None
+    item_status: str  # "pending" or "final"
+    next_step: str  # the decision's action and reason, in words
+
+
+# -- reading an item's state ---------------------------------------------------------------------
+def _label(payload: dict[str, Any] | None) -> str | None:
+    value = (payload or {}).get("label")
+    return None if value is None else str(value)
+
+
+@dataclass
+class _ItemFacts:
+    reads: list[tuple[int, str, str]]  # annotation id, reader, label
+    draft: str | None
+    draft_confidence: float | None
+    review: ReviewOutcome | None
+    review_annotation: int | None
+    adjudication: tuple[int, str] | None
+
+
+def _facts(session: Session, item: Item) -> _ItemFacts:
+    rows = session.execute(
+        select(Annotation.id, User.username, Annotation.payload)
+        .join(Task, Task.id == Annotation.task_id).join(User, User.id == Annotation.author_id)
+        .where(Annotation.item_id == item.id, Task.stage == Stage.ANNOTATE.value,
+               Task.status == DONE, Annotation.parent_id.is_(None))
+        .order_by(Annotation.id)).all()
+    reviews = {r.annotation_id: r for r in session.scalars(
+        select(Review).where(Review.annotation_id.in_([a for a, _u, _p in rows]))
+        .order_by(Review.id))}
+    reads = [(a, u, _label(p) or "") for a, u, p in rows
+             if not (a in reviews and reviews[a].decision == "reject")]
+    draft_row = session.scalar(select(Annotation).where(
+        Annotation.item_id == item.id, Annotation.source == "model")
+        .order_by(Annotation.id.desc()).limit(1))
+    review: ReviewOutcome | None = None
+    if reads and reads[0][0] in reviews:
+        rv = reviews[reads[0][0]]
+        reviewer = session.get(User, rv.reviewer_id)
+        name = reviewer.username if reviewer else "?"
+        if rv.decision == "escalate":
+            review = ReviewOutcome(name, None, escalated=True)
+        elif rv.decision == "correct" and rv.corrected_annotation_id is not None:
+            fixed = session.get(Annotation, rv.corrected_annotation_id)
+            review = ReviewOutcome(name, _label(fixed.payload if fixed else None))
+        else:
+            review = ReviewOutcome(name, reads[0][2])
+    adj = session.execute(
+        select(Annotation.id, Annotation.payload).join(Task, Task.id == Annotation.task_id)
+        .where(Annotation.item_id == item.id, Task.stage == Stage.ADJUDICATE.value,
+               Task.status == DONE).order_by(Annotation.id.desc()).limit(1)).first()
+    conf = (draft_row.payload or {}).get("confidence") if draft_row is not None else None
+    return _ItemFacts(
+        reads=reads, draft=_label(draft_row.payload) if draft_row is not None else None,
+        draft_confidence=float(conf) if isinstance(conf, int | float) else None,
+        review=review, review_annotation=reads[0][0] if reads else None,
+        adjudication=(adj[0], _label(adj[1]) or "") if adj else None,
+    )
+
+
+def project_reads(session: Session, project: Project) -> pd.DataFrame:
+    """Every workflow read of the project (annotate and calibration stages, known-answer items
+    included): ``item, annotator, label`` with item ids as strings."""
+    rows = session.execute(
+        select(Annotation.item_id, User.username, Annotation.payload)
+        .join(Task, Task.id == Annotation.task_id).join(User, User.id == Annotation.author_id)
+        .where(Annotation.project_id == project.id,
+               Task.stage.in_((Stage.ANNOTATE.value, Stage.CALIBRATE.value)),
+               Task.status == DONE, Annotation.parent_id.is_(None))
+        .order_by(Annotation.id)).all()
+    return pd.DataFrame([(str(i), u, _label(p)) for i, u, p in rows],
+                        columns=["item", "annotator", "label"])
+
+
+def _posterior(session: Session, project: Project, policy: Policy, item: Item,
+               classes: tuple[str, ...], facts: _ItemFacts) -> dict[str, float] | None:
+    """The policy method's posterior for ``item`` fitted on the whole project's reads (gold
+    answers clamped); ``None`` for majority vote (decide() uses the vote shares)."""
+    if policy.method == "mv" or not facts.reads:
+        return None
+    table = project_reads(session, project)
+    if policy.prelabels == PrelabelUse.DRAFT:
+        drafts = session.execute(select(Annotation.item_id, Annotation.payload).where(
+            Annotation.project_id == project.id, Annotation.source == "model")).all()
+        extra = pd.DataFrame([(str(i), "model", _label(p)) for i, p in drafts],
+                             columns=["item", "annotator", "label"])
+        table = pd.concat([extra, table], ignore_index=True).drop_duplicates(
+            ["item", "annotator"], keep="last")
+    gold = pd.Series({str(g.item_id): _label(g.label) for g in session.scalars(
+        select(GoldItem).where(GoldItem.project_id == project.id))}, dtype=object)
+    try:
+        post = consensus_posteriors(policy.method, classes, table, gold)
+    except (ValueError, KeyError):  # too few reads for the method: fall back to the vote
+        return None
+    key = str(item.id)
+    if key not in post.index:
+        return None
+    return {str(c): float(v) for c, v in post.loc[key].items()}
+
+
+def item_decision(session: Session, project: Project, item: Item,
+                  current: CurrentPolicy | None = None) -> tuple[Decision, _ItemFacts]:
+    """What ``item`` needs next under the project's policy, and the facts it was decided on."""
+    cur = current or current_policy(session, project)
+    policy = cur.policy
+    schema = rules(session, project).schema
+    risks = {c.name: c.risk for c in schema.classes}
+    facts = _facts(session, item)
+    reads = tuple((u, lab) for _a, u, lab in facts.reads)
+    state = ItemState(
+        reads=reads_with_draft(policy, reads, facts.draft),
+        draft=facts.draft, review=facts.review,
+        adjudication=facts.adjudication[1] if facts.adjudication else None,
+        posterior=_posterior(session, project, policy, item, schema.class_names, facts),
+        u=stable_uniform("review", project.id, item.id),
+    )
+    return decide(policy, risks, state), facts
+
+
+# -- making slots --------------------------------------------------------------------------------
+def _outstanding(session: Session, item: Item) -> list[Task]:
+    return list(session.scalars(select(Task).where(
+        Task.item_id == item.id, Task.status.in_(OUTSTANDING)).order_by(Task.id)))
+
+
+def advance(session: Session, project: Project, item: Item, *,
+            current: CurrentPolicy | None = None, now: datetime | None = None) -> Decision:
+    """Bring ``item``'s slots in line with what its policy says it needs next.
+
+    ``read``: as many open annotate slots as reads still asked for; ``review``: one review
+    slot; ``adjudicate``: one adjudication slot and an escalation with its deadline;
+    ``final``: the consensus row is written, leftover slots are cancelled and escalations
+    resolved. Call with the item locked (the services here do).
+    """
+    cur = current or current_policy(session, project)
+    policy = cur.policy
+    now = now or utcnow()
+    decision, facts = item_decision(session, project, item, cur)
+    pending = _outstanding(session, item)
+    by_stage: dict[str, list[Task]] = {}
+    for t in pending:
+        by_stage.setdefault(t.stage, []).append(t)
+    if decision.action == "read":
+        uncertain = decision.confidence is not None
+        priority = (1.0 + (1.0 - float(decision.confidence or 0.0))) if uncertain else (
+            1.0 - facts.draft_confidence if facts.draft_confidence is not None
+            and policy.prelabels != PrelabelUse.IGNORE else 0.0)
+        for _ in range(decision.n - len(by_stage.get(Stage.ANNOTATE.value, []))):
+            session.add(Task(project_id=project.id, item_id=item.id, stage=Stage.ANNOTATE.value,
+                             status=OPEN, priority=priority))
+    elif decision.action == "review":
+        if not by_stage.get(Stage.REVIEW.value):
+            risk = decision.risk or RiskLevel.LOW
+            session.add(Task(project_id=project.id, item_id=item.id, stage=Stage.REVIEW.value,
+                             status=OPEN, priority=_RISK_PRIORITY[risk]))
+    elif decision.action == "adjudicate":
+        if not by_stage.get(Stage.ADJUDICATE.value):
+            task = Task(project_id=project.id, item_id=item.id, stage=Stage.ADJUDICATE.value,
+                        status=OPEN, priority=4.0)
+            session.add(task)
+            session.flush()
+            from_tier = (policy.stage_tier(Stage.REVIEW) if facts.review is not None
+                         else policy.stage_tier(Stage.ANNOTATE))
+            session.add(Escalation(
+                project_id=project.id, item_id=item.id, task_id=task.id, from_tier=from_tier,
+                to_tier=policy.stage_tier(Stage.ADJUDICATE), reason=decision.reason,
+                due_at=now + timedelta(hours=policy.escalation.deadline_hours),
+                status="open"))
+    else:
+        _finalise(session, project, item, decision, facts, cur, pending, now)
+    session.flush()
+    return decision
+
+
+def _finalise(session: Session, project: Project, item: Item, decision: Decision,
+              facts: _ItemFacts, cur: CurrentPolicy, pending: list[Task],
+              now: datetime) -> None:
+    for task in pending:
+        task.status, task.completed_at = CANCELLED, now
+    for esc in session.scalars(select(Escalation).where(Escalation.item_id == item.id,
+                                                        Escalation.status == "open")):
+        esc.status, esc.resolved_at = "resolved", now
+    inputs = [a for a, _u, _lab in facts.reads]
+    if facts.adjudication is not None:
+        method, inputs = ADJUDICATION_SOURCE, [*inputs, facts.adjudication[0]]
+    elif decision.rules.workflow in (WorkflowKind.SINGLE_REVIEW, WorkflowKind.TIERED):
+        method = "review" if facts.review is not None else "single"
+        if facts.review is not None and facts.review_annotation is not None:
+            corrected = session.scalar(select(Review.corrected_annotation_id).where(
+                Review.annotation_id == facts.review_annotation, Review.decision == "correct"))
+            inputs = [corrected] if corrected is not None else inputs[:1]
+        else:
+            inputs = inputs[:1]
+    else:
+        method = decision.rules.method
+    session.add(Consensus(
+        project_id=project.id, item_id=item.id, method=method,
+        parameters={"policy": cur.policy.name, "policy_version": cur.version,
+                    "workflow": decision.rules.workflow.value, "reason": decision.reason},
+        label={"label": decision.label}, posterior=dict(decision.posterior),
+        confidence=decision.confidence, agreement=decision.agreement,
+        input_annotation_ids=inputs, status="final"))
+
+
+def enqueue(session: Session, project: Project, external_ids: list[str] | None = None, *,
+            now: datetime | None = None) -> int:
+    """Put items into the workflow (all items without slots, or those named); known-answer
+    items are left out (they reach readers as calibration and gold). Returns how many items
+    were queued.
+
+    Raises
+    ------
+    InputError
+        A named item does not exist, or the schema is not single/ordinal classification.
+    """
+    schema = rules(session, project).schema
+    if schema.kind.value != "classification" or (schema.mode and schema.mode.value == "multi"):
+        raise InputError("the workflow runs single or ordinal classification schemas",
+                         field="schema")
+    cur = current_policy(session, project)
+    stmt = select(Item).where(Item.project_id == project.id, Item.status == "active",
+                              ~exists().where(Task.item_id == Item.id),
+                              ~exists().where(GoldItem.item_id == Item.id))
+    if external_ids is not None:
+        known = set(session.scalars(select(Item.external_id).where(
+            Item.project_id == project.id, Item.external_id.in_(external_ids))))
+        missing = [e for e in external_ids if e not in known]
+        if missing:
+            raise InputError(f"no item {missing[0]!r} in project {project.key!r}", field="item")
+        stmt = stmt.where(Item.external_id.in_(external_ids))
+    n = 0
+    for item in session.scalars(stmt.order_by(Item.id)).all():
+        advance(session, project, item, current=cur, now=now)
+        n += 1
+    return n
+
+
+# -- leasing -------------------------------------------------------------------------------------
+def _view(session: Session, project: Project, task: Task, policy: Policy) -> TaskView:
+    item = session.get(Item, task.item_id)
+    assert item is not None
+    current = rules(session, project)
+    context: dict[str, Any] = {}
+    if task.stage in (Stage.REVIEW.value, Stage.ADJUDICATE.value) or (
+            policy.prelabels == PrelabelUse.DRAFT):
+        facts = _facts(session, item)
+        if task.stage == Stage.REVIEW.value and facts.reads:
+            context["under_review"] = {"annotation_id": facts.reads[0][0],
+                                       "label": facts.reads[0][2]}
+        elif task.stage == Stage.ADJUDICATE.value:
+            context["reads"] = [{"annotation_id": a, "reader": u, "label": lab}
+                                for a, u, lab in facts.reads]
+            if facts.review is not None:
+                context["review"] = {"reviewer": facts.review.reviewer,
+                                     "label": facts.review.label,
+                                     "escalated": facts.review.escalated}
+            esc = session.scalar(select(Escalation).where(Escalation.task_id == task.id))
+            if esc is not None:
+                context["escalation"] = {"reason": esc.reason,
+                                         "due_at": aware(esc.due_at).isoformat()}  # type: ignore[union-attr]
+        elif facts.draft is not None and task.stage == Stage.ANNOTATE.value:
+            context["draft"] = {"label": facts.draft}
+    return TaskView(task.id, project.key, item.id, item.external_id, task.stage,
+                    aware(task.lease_expires_at), current.schema_version,
+                    current.guideline_version, context)
+
+
+def _lease(session: Session, task: Task, user: User, policy: Policy, now: datetime) -> None:
+    task.assignee_id = user.id
+    task.status = LEASED
+    task.lease_expires_at = now + timedelta(minutes=policy.lease_minutes)
+    session.flush()
+
+
+def _lock_user(session: Session, user: User) -> None:
+    session.execute(select(User.id).where(User.id == user.id).with_for_update())
+
+
+def _qualified_stages(session: Session, project: Project, user: User,
+                      policy: Policy) -> list[Stage]:
+    held = reader_roles(session, project, user)
+    return [s for s in (Stage.ADJUDICATE, Stage.REVIEW, Stage.ANNOTATE)
+            if any(qualifies(policy, s, role=r, tier=user.tier, specialty=user.specialty)
+                   for r in held)]
+
+
+def _known_answer_task(session: Session, project: Project, user: User, purpose: str,
+                       stage: Stage, policy: Policy, now: datetime) -> Task | None:
+    """A fresh slot for a known-answer item this reader has not had yet."""
+    had = select(Task.item_id).where(Task.assignee_id == user.id)
+    candidates = session.scalars(select(GoldItem.item_id).where(
+        GoldItem.project_id == project.id, GoldItem.purpose == purpose,
+        GoldItem.item_id.not_in(had))).all()
+    if not candidates:
+        return None
+    # Calibration in a fixed order; gold in an order of its own for every reader.
+    item_id = (min(candidates) if purpose == "calibration" else
+               min(candidates, key=lambda i: stable_uniform("gold", user.id, i)))
+    task = Task(project_id=project.id, item_id=item_id, stage=stage.value, status=OPEN,
+                priority=0.0)
+    session.add(task)
+    session.flush()
+    _lease(session, task, user, policy, now)
+    return task
+
+
+def _provisional_class(session: Session, item_id: int, policy: Policy) -> str | None:
+    item = session.get(Item, item_id)
+    assert item is not None
+    facts = _facts(session, item)
+    if facts.reads:
+        labels = pd.Series([lab for _a, _u, lab in facts.reads])
+        return str(labels.value_counts().index[0])
+    if facts.draft is not None and policy.prelabels != PrelabelUse.IGNORE:
+        return facts.draft
+    return None
+
+
+def next_task(session: Session, project: Project, user: User, *,
+              now: datetime | None = None) -> NextTask:
+    """The reader's next task, leased to them for ``policy.lease_minutes``.
+
+    In order: the task they already hold (an unexpired lease); their calibration batch while
+    it is unfinished; then, at the policy's gold rate, a gold item they have not read; else the
+    best free slot of a stage they qualify for (role, tier, specialty), skipping items they
+    already have a slot on and items whose provisional class they are suspended for. Best:
+    items with an overdue escalation first, then adjudications, reviews, reads; within a stage,
+    the higher priority (uncertain items) first, then the oldest.
+    """
+    now = now or utcnow()
+    _lock_user(session, user)
+    cur = current_policy(session, project)
+    policy = cur.policy
+    stages = _qualified_stages(session, project, user, policy)
+    if not stages:
+        return NextTask(None, "you qualify for no stage of this project's policy (role, tier "
+                              "or specialty)")
+    held = session.scalar(select(Task).where(
+        Task.project_id == project.id, Task.assignee_id == user.id, Task.status == LEASED,
+        Task.lease_expires_at > now).order_by(Task.id).limit(1))
+    if held is not None:
+        return NextTask(_view(session, project, held, policy), "your current task")
+    if policy.calibration is not None:
+        status = rd.status_of(session, project, user)
+        if status is not None and status.status == rd.FAILED:
+            return NextTask(None, status.message)
+        if status is None or status.status != rd.PASSED:
+            task = _known_answer_task(session, project, user, "calibration", Stage.CALIBRATE,
+                                      policy, now)
+            if task is not None:
+                return NextTask(_view(session, project, task, policy), "calibration")
+            has_batch = session.scalar(select(GoldItem.id).where(
+                GoldItem.project_id == project.id, GoldItem.purpose == "calibration").limit(1))
+            if has_batch is None:
+                return NextTask(None, "the policy asks for calibration but the project has no "
+                                      "calibration items yet; ask a manager")
+            result = rd.score_calibration(session, project, user, policy)
+            if result.status != rd.PASSED:
+                return NextTask(None, result.message)
+    if policy.gold is not None and policy.gold.rate > 0 and Stage.ANNOTATE in stages:
+        taken = session.scalar(select(func.count(Task.id)).where(
+            Task.project_id == project.id, Task.assignee_id == user.id)) or 0
+        if stable_uniform("gold-rate", project.id, user.id, taken) < policy.gold.rate:
+            task = _known_answer_task(session, project, user, "gold", Stage.ANNOTATE, policy,
+                                      now)
+            if task is not None:
+                return NextTask(_view(session, project, task, policy), "")
+    task = _claim(session, project, user, stages, policy, now)
+    if task is None:
+        return NextTask(None, "no task is waiting for you right now")
+    return NextTask(_view(session, project, task, policy), "")
+
+
+def _claim(session: Session, project: Project, user: User, stages: list[Stage],
+           policy: Policy, now: datetime) -> Task | None:
+    other = aliased(Task)
+    mine = exists().where(other.item_id == Task.item_id, other.assignee_id == user.id,
+                          other.id != Task.id,
+                          other.status.in_((OPEN, LEASED, DONE)))
+    overdue = exists().where(Escalation.item_id == Task.item_id, Escalation.status == "open",
+                             Escalation.due_at < now)
+    rank = case(_STAGE_RANK, value=Task.stage, else_=0)
+    free = or_(Task.status == OPEN, and_(Task.status == LEASED, Task.lease_expires_at < now))
+    suspended = rd.suspended_classes(session, project, user)
+    skip: list[int] = []
+    for _attempt in range(200):
+        stmt = (select(Task).where(Task.project_id == project.id,
+                                   Task.stage.in_([s.value for s in stages]), free, ~mine)
+                .order_by(overdue.desc(), rank.desc(), Task.priority.desc(), Task.id)
+                .limit(1).with_for_update(skip_locked=True, of=Task))
+        if skip:
+            stmt = stmt.where(Task.id.not_in(skip))
+        task = session.scalar(stmt)
+        if task is None:
+            return None
+        if suspended and _provisional_class(session, task.item_id, policy) in suspended:
+            skip.append(task.id)
+            continue
+        _lease(session, task, user, policy, now)
+        return task
+    return None
+
+
+def release_expired(session: Session, project: Project, *, now: datetime | None = None) -> int:
+    """Return every slot whose lease ran out to the pool (open, no holder). Returns how many.
+
+    :func:`next_task` already hands expired slots out; this makes it visible in listings.
+    """
+    now = now or utcnow()
+    expired = session.scalars(select(Task).where(
+        Task.project_id == project.id, Task.status == LEASED, Task.lease_expires_at < now)
+        .with_for_update(skip_locked=True)).all()
+    for task in expired:
+        task.status, task.assignee_id, task.lease_expires_at = OPEN, None, None
+    session.flush()
+    return len(expired)
+
+
+# -- submitting ----------------------------------------------------------------------------------
+def _locked_task(session: Session, project: Project, user: User, task_id: int, stage: str,
+                 what: str, now: datetime) -> tuple[Task, Item]:
+    """Lock reader, item and the item's slots (in that order), then check the lease."""
+    _lock_user(session, user)
+    found = session.get(Task, task_id)
+    if found is None or found.project_id != project.id:
+        raise NotFoundError(f"no task {task_id} in project {project.key!r}")
+    session.execute(select(Item.id).where(Item.id == found.item_id).with_for_update())
+    session.execute(select(Task.id).where(Task.item_id == found.item_id).with_for_update())
+    session.refresh(found)
+    item = session.get(Item, found.item_id)
+    assert item is not None
+    if found.assignee_id != user.id:
+        raise _refuse(TaskDeniedError(f"task {task_id} is not leased to you"), found, user, what)
+    if found.status == DONE:
+        raise _refuse(TaskConflictError(f"task {task_id} was already submitted"), found, user,
+                      what)
+    if found.status != LEASED:
+        raise _refuse(TaskConflictError(f"task {task_id} is {found.status}"), found, user, what)
+    expires = aware(found.lease_expires_at)
+    if expires is None or expires < now:
+        raise _refuse(TaskConflictError(
+            f"your lease on task {task_id} expired at {expires:%Y-%m-%d %H:%M} UTC; ask for "
+            "a new task" if expires else f"task {task_id} has no lease"), found, user, what)
+    if found.stage != stage and not (stage == Stage.ANNOTATE.value
+                                     and found.stage == Stage.CALIBRATE.value):
+        raise _refuse(TaskConflictError(
+            f"task {task_id} is a {found.stage} task; use the {found.stage} action"),
+            found, user, what)
+    return found, item
+
+
+def _finish(session: Session, task: Task, user: User, outcome: str, version: int,
+            time_spent_s: float | None, now: datetime) -> None:
+    task.status, task.completed_at = DONE, now
+    session.add(TaskOutcome(project_id=task.project_id, task_id=task.id, item_id=task.item_id,
+                            user_id=user.id, stage=task.stage, outcome=outcome,
+                            policy_version=version, time_spent_s=time_spent_s))
+
+
+def _time(value: float | None, task: Task, user: User, what: str) -> float | None:
+    if value is not None and not 0 <= value <= 86400:
+        raise _refuse(TaskInputError("time spent must be between 0 and 86400 seconds",
+                                     field="time_spent_s"), task, user, what)
+    return value
+
+
+def _clean(session: Session, project: Project, payload: Any, task: Task, user: User,
+           what: str) -> dict[str, Any]:
+    try:
+        return rules(session, project).schema.validate_payload(payload)
+    except InputError as exc:
+        raise _refuse(TaskInputError(exc.reason, field=exc.field or "payload"), task, user,
+                      what) from None
+
+
+def _annotation(session: Session, project: Project, task: Task, user: User,
+                payload: dict[str, Any], time_spent_s: float | None, *,
+                source: str = "human", parent: int | None = None) -> Annotation:
+    current = rules(session, project)
+    row = Annotation(project_id=project.id, item_id=task.item_id, task_id=task.id,
+                     author_id=user.id, source=source, payload=payload,
+                     schema_version=current.schema_version,
+                     guideline_version=current.guideline_version, time_spent_s=time_spent_s,
+                     parent_id=parent)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def submit(session: Session, project: Project, user: User, task_id: int, payload: Any, *,
+           time_spent_s: float | None = None, now: datetime | None = None) -> SubmitResult:
+    """Submit the reader's label for an annotate (or calibration) task they hold.
+
+    Raises
+    ------
+    TaskDeniedError
+        The task is not leased to the caller.
+    TaskConflictError
+        Already submitted, the lease expired, or it is a review/adjudication task.
+    TaskInputError
+        The payload does not fit the schema (the field is named).
+    """
+    now = now or utcnow()
+    what = "submit"
+    task, item = _locked_task(session, project, user, task_id, Stage.ANNOTATE.value, what, now)
+    clean = _clean(session, project, payload, task, user, what)
+    spent = _time(time_spent_s, task, user, what)
+    cur = current_policy(session, project)
+    row = _annotation(session, project, task, user, clean, spent)
+    gold = session.scalar(select(GoldItem).where(GoldItem.item_id == item.id))
+    if gold is not None:
+        _finish(session, task, user, "calibration" if gold.purpose == "calibration" else "gold",
+                cur.version, spent, now)
+        session.flush()
+        if gold.purpose == "gold":
+            rd.check_gold(session, project, user, cur.policy)
+        return SubmitResult(task.id, row.id, "known", "scored")
+    _finish(session, task, user, "read", cur.version, spent, now)
+    session.flush()
+    decision = advance(session, project, item, current=cur, now=now)
+    return SubmitResult(task.id, row.id, "final" if decision.action == "final" else "pending",
+                        f"{decision.action}: {decision.reason}")
+
+
+def review(session: Session, project: Project, user: User, task_id: int, decision: str, *,
+           payload: Any = None, comment: str = "", time_spent_s: float | None = None,
+           now: datetime | None = None) -> SubmitResult:
+    """Decide a review task: ``accept`` the read, ``correct`` it (``payload`` is the corrected
+    label, stored as a new revision), ``reject`` it (the item is read again by someone else),
+    or ``escalate`` it to adjudication. ``reject`` and ``escalate`` need a ``comment``.
+
+    Raises
+    ------
+    TaskDeniedError
+        Not leased to the caller, or the read under review is their own.
+    TaskConflictError
+        Already decided, lease expired, or not a review task.
+    TaskInputError
+        Unknown decision, a correction without a fitting payload, or a missing comment.
+    """
+    now = now or utcnow()
+    what = f"review:{decision}"
+    task, item = _locked_task(session, project, user, task_id, Stage.REVIEW.value, what, now)
+    if decision not in REVIEW_DECISIONS:
+        raise _refuse(TaskInputError(f"decision must be one of {', '.join(REVIEW_DECISIONS)}",
+                                     field="decision"), task, user, what)
+    if decision in ("reject", "escalate") and not comment.strip():
+        raise _refuse(TaskInputError(f"say why you {decision} it", field="comment"), task,
+                      user, what)
+    spent = _time(time_spent_s, task, user, what)
+    facts = _facts(session, item)
+    if not facts.reads:
+        raise _refuse(TaskConflictError("there is no read to review on this item"), task, user,
+                      what)
+    annotation = session.get(Annotation, facts.reads[0][0])
+    assert annotation is not None
+    if annotation.author_id == user.id:
+        raise _refuse(TaskDeniedError("nobody may review their own work"), task, user, what)
+    corrected: Annotation | None = None
+    if decision == "correct":
+        clean = _clean(session, project, payload, task, user, what)
+        if _label(clean) == facts.reads[0][2]:
+            raise _refuse(TaskInputError("a correction must change the label; accept it "
+                                         "instead", field="label"), task, user, what)
+        corrected = _annotation(session, project, task, user, clean, spent,
+                                parent=annotation.id)
+    session.add(Review(project_id=project.id, annotation_id=annotation.id, reviewer_id=user.id,
+                       decision=decision, comment=comment,
+                       corrected_annotation_id=corrected.id if corrected else None))
+    cur = current_policy(session, project)
+    _finish(session, task, user, decision, cur.version, spent, now)
+    session.flush()
+    result = advance(session, project, item, current=cur, now=now)
+    return SubmitResult(task.id, corrected.id if corrected else None,
+                        "final" if result.action == "final" else "pending",
+                        f"{result.action}: {result.reason}")
+
+
+def adjudicate(session: Session, project: Project, user: User, task_id: int, payload: Any, *,
+               reason: str, time_spent_s: float | None = None,
+               now: datetime | None = None) -> SubmitResult:
+    """Give the final label of an escalated item, with the reason (required).
+
+    Raises
+    ------
+    TaskDeniedError
+        Not leased to the caller, or they read the item themselves.
+    TaskConflictError
+        Already decided, lease expired, or not an adjudication task.
+    TaskInputError
+        The payload does not fit the schema, or no reason was given.
+    """
+    now = now or utcnow()
+    what = "adjudicate"
+    task, item = _locked_task(session, project, user, task_id, Stage.ADJUDICATE.value, what,
+                              now)
+    if not reason.strip():
+        raise _refuse(TaskInputError("an adjudication needs a reason", field="reason"), task,
+                      user, what)
+    clean = _clean(session, project, payload, task, user, what)
+    spent = _time(time_spent_s, task, user, what)
+    authors = set(session.scalars(select(Annotation.author_id).where(
+        Annotation.item_id == item.id, Annotation.source == "human")))
+    if user.id in authors:
+        raise _refuse(TaskDeniedError("nobody may adjudicate an item they labelled"), task,
+                      user, what)
+    row = _annotation(session, project, task, user, {**clean, "reason": reason.strip()}, spent,
+                      source=ADJUDICATION_SOURCE)
+    cur = current_policy(session, project)
+    _finish(session, task, user, "adjudicate", cur.version, spent, now)
+    session.flush()
+    result = advance(session, project, item, current=cur, now=now)
+    return SubmitResult(task.id, row.id, "final" if result.action == "final" else "pending",
+                        f"{result.action}: {result.reason}")
+
+
+# -- listings ------------------------------------------------------------------------------------
+def queue_summary(session: Session, project: Project,
+                  now: datetime | None = None) -> pd.DataFrame:
+    """Slots per stage and status (``leased`` split into running and ``expired``)."""
+    now = now or utcnow()
+    rows = session.execute(select(Task.stage, Task.status, Task.lease_expires_at).where(
+        Task.project_id == project.id)).all()
+    frame = pd.DataFrame(
+        [(s, "expired" if st == LEASED and (aware(e) or now) < now else st) for s, st, e in rows],
+        columns=["stage", "status"])
+    if frame.empty:
+        return pd.DataFrame(columns=["stage", "status", "n"])
+    return frame.value_counts().rename("n").reset_index().sort_values(["stage", "status"])
