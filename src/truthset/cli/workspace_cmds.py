@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -57,19 +58,82 @@ def project_create(
     guideline: Annotated[
         Path | None, typer.Option(help="Guideline (Markdown), version 1.")
     ] = None,
+    imaging: Annotated[
+        Path | None, typer.Option(help="Imaging settings (YAML): dicom_item, deid options, "
+                                       "private_safelist. The options below override it.")
+    ] = None,
+    dicom_item: Annotated[
+        str | None, typer.Option(help="A DICOM 'series' is one item, or every 'instance'.")
+    ] = None,
+    retain_dates: Annotated[
+        bool | None, typer.Option("--retain-dates/--no-retain-dates",
+                                  help="Retain Longitudinal Temporal Information (dates shifted "
+                                       "per patient; not HIPAA Safe Harbor).", show_default=False)
+    ] = None,
+    retain_patient_characteristics: Annotated[
+        bool | None, typer.Option("--retain-patient-characteristics/"
+                                  "--no-retain-patient-characteristics",
+                                  help="Keep sex, age, size, weight...", show_default=False)
+    ] = None,
+    clean_descriptors: Annotated[
+        bool | None, typer.Option("--clean-descriptors/--no-clean-descriptors",
+                                  help="Keep descriptions after cleaning them.",
+                                  show_default=False)
+    ] = None,
+    private_safelist: Annotated[
+        list[str] | None, typer.Option("--private-safelist",
+                                       help="Private element to keep: 'gggg,CREATOR,ee' "
+                                            "(repeat).")
+    ] = None,
     workspace: WorkspaceOption = None,
     actor: ActorOption = None,
 ) -> None:
-    """Create a project with its label schema and (optionally) guideline."""
+    """Create a project with its label schema, (optionally) guideline and imaging settings."""
     schema_text = _read_text(schema, "schema")
     guideline_text = _read_text(guideline, "guideline") if guideline else None
+    imaging_settings = _imaging_options(
+        imaging, dicom_item=dicom_item, retain_dates=retain_dates,
+        retain_patient_characteristics=retain_patient_characteristics,
+        clean_descriptors=clean_descriptors, private_safelist=private_safelist,
+    )
     with open_workspace(workspace) as ws, ws.unit(actor_name(actor)) as session:
         project = projects.create_project(
             session, key=key, name=name, schema_text=schema_text, schema_source=str(schema),
-            guideline_text=guideline_text,
+            guideline_text=guideline_text, imaging=imaging_settings,
         )
         console.print(f"Created project [bold]{project.key}[/] (schema v1"
                       f"{', guideline v1' if guideline_text else ''})")
+
+
+def _imaging_options(
+    path: Path | None, *, dicom_item: str | None, retain_dates: bool | None,
+    retain_patient_characteristics: bool | None, clean_descriptors: bool | None,
+    private_safelist: list[str] | None,
+) -> dict[str, Any] | None:
+    """The imaging settings from a YAML file (``imaging:`` mapping or the mapping itself)
+    and the command-line options; ``None`` when nothing was given."""
+    settings: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(_read_text(path, "imaging settings")) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"malformed YAML: {exc}", source=str(path)) from exc
+        if not isinstance(loaded, dict):
+            raise InputError("imaging settings must be a mapping", source=str(path))
+        settings = dict(loaded.get("imaging", loaded))
+    deid = dict(settings.get("deid") or {})
+    for name, value in (("retain_longitudinal_modified_dates", retain_dates),
+                        ("retain_patient_characteristics", retain_patient_characteristics),
+                        ("clean_descriptors", clean_descriptors)):
+        if value is not None:
+            deid[name] = value
+    if private_safelist:
+        deid["private_safelist"] = list(private_safelist)
+    if deid:
+        settings["deid"] = deid
+    if dicom_item is not None:
+        settings["dicom_item"] = dicom_item
+    return settings or None
 
 
 @project_app.command("list")
@@ -131,18 +195,23 @@ def import_items_cmd(
     workspace: WorkspaceOption = None,
     actor: ActorOption = None,
 ) -> None:
-    """Import PNG/JPEG/TIFF images (files or folders) as items."""
-    files = imports.expand_paths(paths)
+    """Import files, folders and zip archives as items: DICOM (de-identified on the way in),
+    NIfTI and PNG/JPEG/TIFF, dispatched by content."""
+    total = imports.count_units(paths)
     with open_workspace(workspace) as ws, ws.unit(actor_name(actor)) as session, \
             _progress() as bar:
-        task = bar.add_task("checking files", total=len(files))
+        task = bar.add_task("importing", total=total)
         proj = projects.get_project(session, project)
         summary = imports.import_items(
             session, ws.blobs, proj, paths, continue_on_error=continue_on_error,
-            progress=lambda n: bar.update(task, completed=n),
+            progress=lambda n: bar.update(task, completed=n), vault=ws.vault,
         )
-    console.print(f"ingested {len(summary.ingested)}, skipped {len(summary.skipped)}, "
-                  f"refused {len(summary.refused)}")
+    console.print(f"ingested {len(summary.ingested)}, quarantined {len(summary.quarantined)}, "
+                  f"skipped {len(summary.skipped)}, refused {len(summary.refused)}")
+    for what, why in summary.quarantined:
+        err_console.print(f"  [yellow]quarantined[/] {what}: {why}", highlight=False)
+    for what, why in summary.skipped:
+        err_console.print(f"  [dim]skipped[/] {what}: {why}", highlight=False)
     for path, why in summary.refused:
         err_console.print(f"  [red]refused[/] {path}: {why}", highlight=False)
     if summary.refused:

@@ -45,6 +45,10 @@ SLICE_GAP_TOLERANCE = 0.05
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
+#: Largest rows x columns x frames x samples one instance may declare (decoding would need
+#: that many values in memory).
+MAX_SAMPLES = 1 << 30
+
 
 @dataclass(frozen=True)
 class FrameGeometry:
@@ -201,6 +205,7 @@ def read_dicom(source: DicomSource, *, name: str | None = None) -> DicomImage:
     for keyword in ("Rows", "Columns", "BitsAllocated"):
         if keyword not in ds or ds[keyword].value in (None, ""):
             raise InputError(f"missing {keyword}", source=label, field=keyword)
+    _check_dimensions(ds, label)
     _check_pixel_length(ds, label)
     return DicomImage(info=image_info(ds, source=label), dataset=ds)
 
@@ -539,6 +544,25 @@ def _check_element_lengths(ds: Dataset, label: str) -> None:
                     f"{declared} bytes",
                     source=label,
                 )
+
+
+def _check_dimensions(ds: Dataset, label: str) -> None:
+    """Refuse empty or absurd pixel grids before anything tries to decode them."""
+    rows, columns = _int(ds.get("Rows")) or 0, _int(ds.get("Columns")) or 0
+    frames = _int(ds.get("NumberOfFrames"))
+    frames = 1 if frames is None else frames
+    samples = _int(ds.get("SamplesPerPixel")) or 1
+    if rows <= 0 or columns <= 0 or frames <= 0 or samples not in (1, 3, 4):
+        raise InputError(
+            f"impossible pixel grid: {rows} rows x {columns} columns x {frames} frames x "
+            f"{samples} samples", source=label, field="Rows",
+        )
+    total = rows * columns * frames * samples
+    if total > MAX_SAMPLES:
+        raise InputError(
+            f"absurd dimensions: {rows} x {columns} x {frames} frames x {samples} samples is "
+            f"{total} values (limit {MAX_SAMPLES})", source=label, field="NumberOfFrames",
+        )
 
 
 def _check_pixel_length(ds: Dataset, label: str) -> None:

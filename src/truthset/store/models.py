@@ -391,6 +391,43 @@ class Escalation(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
+# --- imaging ---
+
+
+class ImagingInstance(Base):
+    """One stored (de-identified) DICOM instance of an item: the index DICOMweb searches.
+
+    ``qido`` holds the de-identified study/series/instance attributes QIDO-RS answers with,
+    as DICOM JSON; the instance itself is the blob ``sha256``.
+    """
+
+    __tablename__ = "imaging_instances"
+    __table_args__ = (
+        UniqueConstraint("project_id", "sop_instance_uid"),
+        Index("ix_imaging_instances_study", "project_id", "study_instance_uid"),
+        Index("ix_imaging_instances_series", "project_id", "series_instance_uid"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
+    modality: Mapped[str | None] = mapped_column(String(16), default=None)
+    instance_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    frames: Mapped[int] = mapped_column(Integer, default=1)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    columns: Mapped[int] = mapped_column(Integer, default=0)
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64), default="")
+    sha256: Mapped[str] = mapped_column(String(64))
+    qido: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    item: Mapped[Item] = relationship()
+
+
 # --- workflow queue ---
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,27 +16,33 @@ from sqlalchemy.orm import Session
 from truthset import audit
 from truthset.domain.errors import InputError
 from truthset.domain.schema import ClassificationMode, SchemaKind
+from truthset.imaging.archive import iter_zip_members
 from truthset.imaging.raster import read_raster
 from truthset.io.tables import read_table
 from truthset.quality.table import normalize_table
 from truthset.store.blobs import BlobStore, sha256_file
 from truthset.store.models import Annotation, Item, Project
+from truthset.store.pseudonyms import PseudonymVault
+from truthset.workspace.medical import Source, ingest_medical
 from truthset.workspace.projects import rules
 from truthset.workspace.users import users_by_name
 
 #: Suffixes imported as 2D images.
 RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
+_RASTER_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
 
 Progress = Callable[[int], None]
 
 
 @dataclass
 class ImportSummary:
-    """What an import did: ids of what was stored, what was skipped and refused, and why."""
+    """What an import did: ids of what was stored, what was quarantined, skipped and refused,
+    and why."""
 
     ingested: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
@@ -50,19 +58,84 @@ def expand_paths(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
     return found
 
 
-def _probe_raster(path: Path) -> dict[str, object]:
-    """Check that ``path`` is a readable 2D image (fully decoded, limits checked before
-    decoding); return its media facts."""
-    if path.suffix.lower() not in RASTER_SUFFIXES:
-        raise InputError(
-            f"unsupported file type {path.suffix or '(none)'}; this import takes "
-            f"{', '.join(sorted(RASTER_SUFFIXES))}",
-            source=str(path),
-        )
-    info = read_raster(path, name=str(path)).info
-    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+def sniff(name: str, head: bytes) -> str:
+    """What a file is, from its first bytes (at least 352) and, failing that, its name:
+    ``"dicom"``, ``"nifti"``, ``"zip"``, ``"raster"``, ``"dicomdir"``, ``"hidden"`` or
+    ``"unknown"``."""
+    base = name.rsplit("/", 1)[-1]
+    lower = base.lower()
+    if base.startswith(".") or base in ("Thumbs.db", "__MACOSX"):
+        return "hidden"
+    if base.upper() == "DICOMDIR":
+        return "dicomdir"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head[344:348] in (b"n+1\x00", b"ni1\x00") or head[4:8] == b"n+2\x00" \
+            or lower.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if head[:4] == b"PK\x03\x04" or lower.endswith(".zip"):
+        return "zip"
+    if head.startswith(_RASTER_MAGIC) or Path(lower).suffix in RASTER_SUFFIXES:
+        return "raster"
+    if lower.endswith((".dcm", ".dicom", ".ima")):
+        return "dicom"  # no preamble: read_dicom says why it is refused
+    return "unknown"
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(352)
+
+
+def count_units(paths: Sequence[str | Path]) -> int:
+    """How many files an import of ``paths`` will look at (zip members counted one by one),
+    for a progress bar."""
+    total = 0
+    for path, _ext in expand_paths(paths):
+        try:
+            if sniff(path.name, _head(path)) == "zip":
+                with zipfile.ZipFile(path) as archive:
+                    total += sum(1 for i in archive.infolist() if not i.is_dir())
+                continue
+        except (OSError, zipfile.BadZipFile):
+            pass
+        total += 1
+    return total
+
+
+def _probe_raster(
+    path: Path | None, data: bytes | None = None, label: str | None = None
+) -> dict[str, object]:
+    """Check that the file (``path``, or ``data`` called ``label``) is a readable 2D image
+    (fully decoded, limits checked before decoding); return its media facts."""
+    label = label or str(path)
+    info = read_raster(path if path is not None else data or b"", name=label).info
+    media_type = mimetypes.guess_type(label)[0] or {
+        "PNG": "image/png", "JPEG": "image/jpeg", "TIFF": "image/tiff",
+    }.get(info.format, "application/octet-stream")
     return {"media_type": media_type, "width": info.width, "height": info.height,
             "mode": info.mode}
+
+
+@dataclass
+class _Raster:
+    external_id: str
+    media: dict[str, object]
+    path: Path | None = None
+    data: bytes | None = None
+
+
+class _Counter:
+    """Counts files looked at and reports to the progress callback."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.done = 0
+        self.progress = progress
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done)
 
 
 def import_items(
@@ -74,65 +147,131 @@ def import_items(
     continue_on_error: bool = False,
     progress: Progress | None = None,
     metadata: dict[str, dict[str, str]] | None = None,
+    vault: PseudonymVault | None = None,
 ) -> ImportSummary:
-    """Import 2D image files (or folders of them) as items of ``project``.
+    """Import files, folders and zip archives as items of ``project``, dispatched by content:
 
-    Every file is checked before anything is stored in the database. With
+    - 2D images (PNG, JPEG, TIFF) become one item each (external id: the path relative to
+      the folder given);
+    - DICOM files are de-identified in memory as the project's imaging settings say, then
+      stored; a series becomes one item (or every instance one item), see
+      :func:`truthset.workspace.medical.ingest_medical` (needs ``vault``);
+    - NIfTI volumes become one item each, with their free-text header fields cleared;
+    - zip archives are opened safely (no traversal, links, bombs) and their members
+      dispatched the same way. ``DICOMDIR`` and hidden files are skipped.
+
+    Every file is checked; a refused file never stops the others from being checked. With
     ``continue_on_error=False`` (the default) one refused file refuses the whole batch: an
-    :class:`InputError` lists every refused file and the caller's transaction rolls back. With
-    ``continue_on_error=True`` the good files are imported and the refused ones reported.
-    A file whose external id is already in the project with the same content is skipped.
+    :class:`InputError` lists every refused file and the caller's transaction rolls back
+    (de-identified blobs already written stay, unreferenced; nothing identifiable is ever
+    written). With ``continue_on_error=True`` the good files are imported and the refused
+    ones reported. A 2D image whose external id is already in the project with the same
+    content is skipped, as is a DICOM instance already imported.
 
-    ``metadata`` maps an external id to item fields (modality, body_part, site, manufacturer,
-    patient_pseudonym, age_band, sex); unknown keys go to the item's ``attributes``.
+    ``metadata`` maps an external id of a 2D image to item fields (modality, body_part, site,
+    manufacturer, patient_pseudonym, age_band, sex); unknown keys go to ``attributes``.
     """
     summary = ImportSummary()
+    counter = _Counter(progress)
     existing = {
         ext: media
         for ext, media in session.execute(
             select(Item.external_id, Item.media).where(Item.project_id == project.id)
         )
     }
-    accepted: list[tuple[Path, str, dict[str, object]]] = []
-    for number, (path, external_id) in enumerate(expand_paths(paths), start=1):
+    accepted: list[_Raster] = []
+    medical: list[Source] = []
+
+    def raster(external_id: str, label: str, path: Path | None, data: bytes | None) -> None:
+        facts = _probe_raster(path, data, label)
+        digest = sha256_file(path) if path is not None else hashlib.sha256(data or b"").hexdigest()
+        if external_id in existing:
+            if existing[external_id] and existing[external_id][0].get("sha256") == digest:
+                summary.skipped.append((external_id, "already imported (same content)"))
+                return
+            raise InputError(
+                f"item {external_id!r} already exists with different content", source=label
+            )
+        name = Path(label).name
+        accepted.append(_Raster(external_id, {**facts, "sha256": digest, "name": name},
+                                path, data))
+
+    def dispatch(kind: str, external_id: str, label: str, path: Path | None,
+                 data: bytes | None) -> None:
+        if kind == "hidden":
+            summary.skipped.append((label, "hidden file"))
+        elif kind == "dicomdir":
+            summary.skipped.append((label, "DICOMDIR (a directory record, not an image)"))
+        elif kind == "raster":
+            raster(external_id, label, path, data)
+        elif kind in ("dicom", "nifti"):
+            medical.append(Source(name=external_id if kind == "nifti" else label,
+                                  data=data if data is not None else _read(path, label),
+                                  kind=kind))
+            return  # counted when ingested
+        else:
+            raise InputError(
+                "unsupported file type: not DICOM, NIfTI, a zip archive or a "
+                f"{'/'.join(sorted(s.lstrip('.').upper() for s in RASTER_SUFFIXES))} image",
+                source=label,
+            )
+        counter.tick()
+
+    for path, external_id in expand_paths(paths):
+        label = str(path)
         try:
             if not path.exists():
-                raise InputError("no such file", source=str(path))
-            facts = _probe_raster(path)
-            digest = sha256_file(path)
-            if external_id in existing:
-                if existing[external_id] and existing[external_id][0].get("sha256") == digest:
-                    summary.skipped.append((external_id, "already imported (same content)"))
-                    continue
-                raise InputError(
-                    f"item {external_id!r} already exists with different content",
-                    source=str(path),
-                )
-            accepted.append((path, external_id, {**facts, "sha256": digest, "name": path.name}))
+                raise InputError("no such file", source=label)
+            kind = sniff(path.name, _head(path))
+            if kind != "zip":
+                dispatch(kind, external_id, label, path, None)
+                continue
+            for member in iter_zip_members(path):
+                member_label = f"{label}!{member.name}"
+                try:
+                    dispatch(sniff(member.name, member.data[:352]), member.name, member_label,
+                             None, member.data)
+                except InputError as exc:
+                    summary.refused.append((member_label, exc.reason))
+                    counter.tick()
         except InputError as exc:
-            summary.refused.append((str(path), exc.reason))
-        finally:
-            if progress:
-                progress(number)
+            where = f"{label}!{exc.location}" if exc.location and label != exc.location else label
+            summary.refused.append((where, exc.reason))
+            counter.tick()
+    if medical:
+        if vault is None:
+            raise InputError("DICOM and NIfTI imports need the workspace's pseudonym vault",
+                             field="vault")
+        report = ingest_medical(session, blobs, vault, project, medical,
+                                progress=lambda _n: counter.tick())
+        summary.ingested.extend(report.ingested)
+        summary.quarantined.extend(report.quarantined)
+        summary.skipped.extend(report.skipped)
+        summary.refused.extend(report.refused)
     if summary.refused and not continue_on_error:
         listing = "; ".join(f"{p}: {why}" for p, why in summary.refused)
         raise InputError(f"{len(summary.refused)} file(s) refused, nothing imported — {listing}")
     fields = {"modality", "body_part", "site", "manufacturer", "patient_pseudonym", "age_band",
               "sex"}
-    for path, external_id, media in accepted:
-        stored = blobs.put_file(path)
-        assert stored == media["sha256"], "file changed while importing"
-        meta = dict((metadata or {}).get(external_id, {}))
+    for entry in accepted:
+        if entry.path is not None:
+            stored = blobs.put_file(entry.path)
+        else:
+            stored = blobs.put_bytes(entry.data or b"")
+        if stored != entry.media["sha256"]:
+            raise InputError("the file changed while it was imported",
+                             source=str(entry.path or entry.external_id))
+        meta = dict((metadata or {}).get(entry.external_id, {}))
         item = Item(
             project_id=project.id,
-            external_id=external_id,
+            external_id=entry.external_id,
             kind="image",
-            media=[media],
+            media=[entry.media],
             **{k: meta.pop(k) for k in list(meta) if k in fields},
             attributes=meta,
         )
         session.add(item)
-        summary.ingested.append(external_id)
+        summary.ingested.append(entry.external_id)
     session.flush()
     audit.record(
         session,
@@ -141,11 +280,19 @@ def import_items(
         project_id=project.id,
         after={
             "ingested": len(summary.ingested),
+            "quarantined": len(summary.quarantined),
             "skipped": len(summary.skipped),
             "refused": [why for _p, why in summary.refused],
         },
     )
     return summary
+
+
+def _read(path: Path | None, label: str) -> bytes:
+    try:
+        return (path or Path(label)).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the file: {exc.strerror}", source=label) from exc
 
 
 def _parse_labels(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from truthset.domain.errors import ConflictError, InputError, NotFoundError
 from truthset.domain.schema import LabelSchema, parse_schema
+from truthset.domain.settings import imaging_settings
 from truthset.store.models import GuidelineVersion, LabelSchemaVersion, Project
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -34,13 +36,20 @@ def create_project(
     schema_source: str | None = None,
     guideline_text: str | None = None,
     description: str = "",
+    imaging: dict[str, Any] | None = None,
 ) -> Project:
     """Create a project with version 1 of its schema (and guideline, when given).
+
+    ``imaging`` holds the project's imaging settings (see
+    :class:`truthset.domain.settings.ImagingSettings`: ``dicom_item`` series/instance,
+    ``deid`` options and private safelist); they are validated and stored in
+    ``settings["imaging"]``.
 
     Raises
     ------
     InputError
-        ``key`` is not a short lowercase slug, or the schema is invalid (line and field named).
+        ``key`` is not a short lowercase slug, the schema is invalid (line and field named),
+        or an imaging setting is invalid (field named).
     ConflictError
         A project with this key exists.
     """
@@ -51,9 +60,12 @@ def create_project(
             field="key",
         )
     schema = parse_schema(schema_text, source=schema_source)
+    settings: dict[str, Any] = {}
+    if imaging is not None:
+        settings["imaging"] = imaging_settings({"imaging": imaging}).model_dump(mode="json")
     if session.scalar(select(Project.id).where(Project.key == key)) is not None:
         raise ConflictError(f"field 'key': a project with key {key!r} already exists")
-    project = Project(key=key, name=name or key, description=description, settings={})
+    project = Project(key=key, name=name or key, description=description, settings=settings)
     session.add(project)
     session.flush()
     session.add(

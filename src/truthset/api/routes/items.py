@@ -85,7 +85,8 @@ def upload_items(key: Key, ctx: CtxDep,
                 raise InputError(f"two files are called {name!r}", field=f"files.{k}")
             with target.open("wb") as out:
                 shutil.copyfileobj(upload.file, out, CHUNK)
-        summary = import_items(ctx.session, ctx.workspace.blobs, project, [folder])
+        summary = import_items(ctx.session, ctx.workspace.blobs, project, [folder],
+                               vault=ctx.workspace.vault)
     stored = ctx.session.scalars(select(Item).where(
         Item.project_id == project.id, Item.external_id.in_(summary.ingested)).order_by(Item.id))
     return ImportOut(ingested=summary.ingested, skipped=[e for e, _ in summary.skipped],
