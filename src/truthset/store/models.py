@@ -453,3 +453,140 @@ class TaskOutcome(Base):
 
 #: The queue looks up "has this reader a task on this item" on every request.
 Index("ix_tasks_assignee", Task.assignee_id, Task.item_id)
+
+
+# --- prelabel/jobs ---
+
+
+class PrelabelModel(Base):
+    """A registered drafting model of a project: adapter kind, configuration and the classes
+    it may draft (a draft of any other class is refused)."""
+
+    __tablename__ = "prelabel_models"
+    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(50))
+    kind: Mapped[str] = mapped_column(String(16))
+    output: Mapped[str] = mapped_column(String(16))
+    classes: Mapped[list[Any]] = mapped_column(default=list)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timeout_s: Mapped[float] = mapped_column(Float, default=30.0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PrelabelDraft(Base):
+    """One attempt of a model to draft one item: ``drafted`` (with the annotation made),
+    ``refused`` (bad model output, with the reason) or ``skipped`` (class paused)."""
+
+    __tablename__ = "prelabel_drafts"
+    __table_args__ = (Index("ix_prelabel_drafts_item", "project_id", "item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("prelabel_models.id"), index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), default=None)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    annotation_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"), default=None)
+    confidence: Mapped[float | None] = mapped_column(Float, default=None)
+    probabilities: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    device: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DraftOutcome(Base):
+    """What a reader did with one class of a model draft: ``accepted`` unchanged, ``edited``
+    (with Dice/IoU between draft and final) or ``rejected``."""
+
+    __tablename__ = "draft_outcomes"
+    __table_args__ = (
+        UniqueConstraint("draft_annotation_id", "final_annotation_id", "class_name"),
+        Index("ix_draft_outcomes_class", "project_id", "class_name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    draft_annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id"))
+    final_annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id"))
+    class_name: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(16))
+    dice: Mapped[float | None] = mapped_column(Float, default=None)
+    iou: Mapped[float | None] = mapped_column(Float, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ClassAutomation(Base):
+    """Whether drafting is on for one class of a project; paused automatically when
+    acceptance falls, resumed only by a manager."""
+
+    __tablename__ = "class_automation"
+    __table_args__ = (UniqueConstraint("project_id", "class_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    class_name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    acceptance: Mapped[float | None] = mapped_column(Float, default=None)
+    window: Mapped[int] = mapped_column(Integer, default=0)
+    decided_by: Mapped[str] = mapped_column(String(100), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    """A background job (pre-labelling, consensus, release, export): status, progress,
+    cancellation flag and outcome. Runs in-process or on a procrastinate worker."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"), default=None,
+                                                   index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    backend: Mapped[str] = mapped_column(String(16), default="inprocess")
+    external_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(100), default=None, unique=True)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int | None] = mapped_column(Integer, default=None)
+    message: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str] = mapped_column(Text, default="")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class LabelIssue(Base):
+    """An item whose final label is likely wrong (label-error detection), and whether it
+    was sent back to review."""
+
+    __tablename__ = "label_issues"
+    __table_args__ = (Index("ix_label_issues_item", "project_id", "item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    given_label: Mapped[str] = mapped_column(String(100))
+    suggested_label: Mapped[str | None] = mapped_column(String(100), default=None)
+    score: Mapped[float] = mapped_column(Float)
+    self_confidence: Mapped[float] = mapped_column(Float)
+    agreement: Mapped[float | None] = mapped_column(Float, default=None)
+    method: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="flagged")
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

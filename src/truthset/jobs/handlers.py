@@ -1,0 +1,209 @@
+"""The built-in job kinds: pre-labelling, consensus, acceptance tracking, release, export.
+
+Every handler is idempotent, so a retried or re-delivered job does no harm:
+
+- ``prelabel`` skips items the model drafted already (one transaction per item: a retry
+  resumes where the last attempt stopped);
+- ``consensus`` and ``acceptance`` run in one transaction each: a failed attempt leaves
+  nothing, a repeated one recomputes the same result;
+- ``release`` returns the existing release when one of that name exists already;
+- ``export`` writes to a temporary file and renames it into place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from truthset import audit
+from truthset.domain.errors import InputError
+from truthset.jobs.service import JobContext, JobKind, register_kind
+from truthset.workspace.projects import get_project
+
+
+def _need(params: Mapping[str, Any], *names: str) -> None:
+    for name in names:
+        value = params.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"the job needs {name}: <text>", field=f"params.{name}")
+
+
+# -- prelabel -------------------------------------------------------------------------------------
+def _check_prelabel(params: Mapping[str, Any]) -> None:
+    _need(params, "project", "model")
+    items = params.get("items")
+    if items is not None and not (isinstance(items, list)
+                                  and all(isinstance(i, int) for i in items)):
+        raise InputError("items must be a list of item ids", field="params.items")
+
+
+def run_prelabel_job(ctx: JobContext) -> dict[str, Any]:
+    """Draft the project's items with a registered model."""
+    from truthset.prelabel.service import run_prelabel
+
+    summary = run_prelabel(
+        ctx.workspace, ctx.params["project"], ctx.params["model"],
+        version=ctx.params.get("version"), item_ids=ctx.params.get("items"),
+        actor=ctx.actor, job_id=ctx.job_id,
+        progress=lambda done, total, msg: ctx.progress(done, total, msg),
+    )
+    return {**summary.to_dict(), "_total": summary.drafted + summary.refused + summary.skipped}
+
+
+# -- consensus ------------------------------------------------------------------------------------
+def _check_consensus(params: Mapping[str, Any]) -> None:
+    _need(params, "project")
+    from truthset.quality.aggregation.registry import make_aggregator
+
+    method = params.get("method", "mv")
+    try:
+        make_aggregator(str(method), classes=("a", "b"), **dict(params.get("params") or {}))
+    except (TypeError, ValueError, KeyError, InputError) as exc:
+        raise InputError(f"bad consensus method or parameters: {exc}",
+                         field="params.method") from None
+
+
+def run_consensus_job(ctx: JobContext) -> dict[str, Any]:
+    """Recompute the consensus of every item of the project (one transaction)."""
+    from truthset.workflow.consensus import compute_consensus
+
+    ctx.progress(0, 1, "aggregating")
+    with ctx.workspace.unit(ctx.actor) as session:
+        project = get_project(session, ctx.params["project"])
+        run = compute_consensus(session, project, method=str(ctx.params.get("method", "mv")),
+                                min_reads=int(ctx.params.get("min_reads", 1)),
+                                params=dict(ctx.params.get("params") or {}))
+        n_final = int(run.labels["label"].notna().sum())
+    return {"method": run.method, "items": len(run.labels), "final": n_final, "_total": 1}
+
+
+# -- acceptance -----------------------------------------------------------------------------------
+def _check_project(params: Mapping[str, Any]) -> None:
+    _need(params, "project")
+
+
+def run_acceptance_job(ctx: JobContext) -> dict[str, Any]:
+    """Record draft outcomes and pause classes whose acceptance fell."""
+    from truthset.prelabel.acceptance import track
+
+    with ctx.workspace.unit(ctx.actor) as session:
+        project = get_project(session, ctx.params["project"])
+        n_new, paused = track(session, project)
+    return {"new_outcomes": n_new, "paused": [p.class_name for p in paused], "_total": 1}
+
+
+# -- release --------------------------------------------------------------------------------------
+def _check_release(params: Mapping[str, Any]) -> None:
+    _need(params, "project", "name")
+
+
+def run_release_job(ctx: JobContext) -> dict[str, Any]:
+    """Build a release with the release service (see :mod:`truthset.release`).
+
+    Uses ``truthset.release.service.create_release`` (stored, checked release) when that
+    module is present, else the folder build of :func:`truthset.release.build.build_release`
+    (``folder`` required then).
+    """
+    params = ctx.params
+    ctx.progress(0, 1, "building the release")
+    try:
+        from truthset.release import service as release_service
+    except ImportError:
+        release_service = None  # type: ignore[assignment]
+    with ctx.workspace.unit(ctx.actor) as session:
+        project = get_project(session, params["project"])
+        if release_service is not None and hasattr(release_service, "create_release"):
+            existing = [r for r in release_service.list_releases(session, project)
+                        if r.name == params["name"]]
+            if existing:
+                release = existing[0]
+            else:
+                release = release_service.create_release(
+                    session, project, ctx.workspace.blobs, name=params["name"],
+                    actor=ctx.created_by or ctx.actor,
+                    identifiers=release_service.vault_identifiers(ctx.workspace.vault,
+                                                                  project.key),
+                    exclude_unresolved=params.get("exclude_unresolved"),
+                )
+            if params.get("folder"):
+                release_service.write_folder(session, ctx.workspace.blobs, release,
+                                             params["folder"])
+            return {"release": release.name, "release_id": release.id,
+                    "manifest_sha256": release.manifest_sha256, "_total": 1}
+        from truthset.release.build import MANIFEST, build_release
+
+        folder = params.get("folder")
+        if not folder:
+            raise InputError("a folder release needs folder: <path>", field="params.folder")
+        manifest = Path(folder) / MANIFEST
+        if manifest.is_file():  # built by an earlier attempt that committed
+            import hashlib
+            import json
+
+            data = manifest.read_bytes()
+            if json.loads(data).get("release") == params["name"]:
+                return {"release": params["name"], "folder": str(folder),
+                        "manifest_sha256": hashlib.sha256(data).hexdigest(), "_total": 1}
+        summary = build_release(session, project, folder, name=params["name"])
+        return {"release": params["name"], "folder": str(summary.folder),
+                "items": summary.n_items, "excluded": summary.n_excluded,
+                "manifest_sha256": summary.manifest_sha256, "_total": 1}
+
+
+# -- export ---------------------------------------------------------------------------------------
+EXPORT_FORMATS = ("csv", "parquet")
+
+
+def _check_export(params: Mapping[str, Any]) -> None:
+    _need(params, "project", "path")
+    fmt = params.get("format", "csv")
+    if fmt not in EXPORT_FORMATS:
+        raise InputError(f"unknown export format {fmt!r}; choose {', '.join(EXPORT_FORMATS)}",
+                         field="params.format")
+
+
+def run_export_job(ctx: JobContext) -> dict[str, Any]:
+    """Export the project's current reads (one row per reader and item) to CSV or Parquet.
+
+    Reader names and labels only: no patient data. The export is audited.
+    """
+    from truthset.workflow.annotations import current_labels
+
+    target = Path(ctx.params["path"])
+    fmt = ctx.params.get("format", "csv")
+    ctx.progress(0, 1, "exporting")
+    with ctx.workspace.unit(ctx.actor) as session:
+        project = get_project(session, ctx.params["project"])
+        table = current_labels(session, project)
+        table["created_at"] = table["created_at"].astype(str)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".export-", dir=target.parent)
+        os.close(fd)
+        try:
+            if fmt == "parquet":
+                table.to_parquet(tmp, index=False)
+            else:
+                table.to_csv(tmp, index=False, lineterminator="\n")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        audit.record(session, action="export", entity_type="projects", entity_id=project.id,
+                     project_id=project.id,
+                     after={"format": fmt, "rows": len(table), "file": target.name})
+    return {"rows": len(table), "path": str(target), "format": fmt, "_total": 1}
+
+
+for _kind in (
+    JobKind("prelabel", run_prelabel_job, _check_prelabel,
+            "draft items with a registered model"),
+    JobKind("consensus", run_consensus_job, _check_consensus, "recompute the consensus"),
+    JobKind("acceptance", run_acceptance_job, _check_project,
+            "record draft outcomes, pause classes whose acceptance fell"),
+    JobKind("release", run_release_job, _check_release, "build a release"),
+    JobKind("export", run_export_job, _check_export, "export current reads (CSV/Parquet)"),
+):
+    register_kind(_kind)
