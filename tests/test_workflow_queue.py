@@ -7,7 +7,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,39 +27,7 @@ from truthset.workflow import policies, queue
 from truthset.workflow import readers as rd
 from truthset.workspace import projects, users
 from truthset.workspace.workspace import Workspace
-
-SCHEMA = (Path(__file__).parent / "data" / "chest_schema.yaml").read_text()
-
-
-def make_project(ws: Workspace, policy: str, *, n_items: int = 6, n_readers: int = 5,
-                 staff: bool = True, extra: Callable[[Any, Any], None] | None = None) -> None:
-    """Project ``chest`` with readers r0.., a reviewer and an adjudicator, items i00.., the
-    policy stored and every item queued."""
-    with ws.unit("admin") as s:
-        p = projects.create_project(s, key="chest", name="Chest", schema_text=SCHEMA)
-        for k in range(n_readers):
-            users.add_user(s, username=f"r{k}", role="annotator")
-        if staff:
-            users.add_user(s, username="rev", role="reviewer", tier=2)
-            users.add_user(s, username="adj", role="adjudicator", tier=3)
-        for k in range(n_items):
-            s.add(Item(project_id=p.id, external_id=f"i{k:02d}", kind="image"))
-        s.flush()
-        if extra is not None:
-            extra(s, p)
-        policies.set_policy(s, p, policy)
-        queue.enqueue(s, p)
-
-
-def call(ws: Workspace, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-    """Run one service call as ``name`` in its own unit of work, auditing refusals."""
-    with queue.audited_refusals(ws, name), ws.unit(name) as s:
-        return fn(s, projects.get_project(s, "chest"), users.get_user(s, name), *args, **kw)
-
-
-def count(ws: Workspace, model: type, *where: Any) -> int:
-    with ws.sessions() as s:
-        return int(s.scalar(sa.select(sa.func.count()).select_from(model).where(*where)) or 0)
+from workflow_support import SCHEMA, call, count, make_project
 
 
 def test_consensus_slots_adjudication_and_escalation(workspace: Workspace) -> None:

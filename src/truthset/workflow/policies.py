@@ -184,4 +184,4 @@ def usernames(session: Session, ids: Iterable[int | None]) -> dict[int, str]:
     if not wanted:
         return {}
     return dict(session.execute(select(User.id, User.username).where(User.id.in_(wanted)))
-                .tuples().all())
+                .all())

@@ -1,0 +1,125 @@
+"""The pure decision core and the policy simulator (no database)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from truthset.domain.errors import InputError
+from truthset.domain.policy import parse_policy
+from truthset.domain.schema import RiskLevel
+from truthset.workflow.engine import ItemState, ReviewOutcome, decide, stable_uniform
+from truthset.workflow.simulate import (
+    RecordedLabels,
+    SimulatedReaders,
+    parse_readers,
+    run_policy,
+)
+
+RISKS = {"normal": RiskLevel.LOW, "nodule": RiskLevel.HIGH, "effusion": RiskLevel.MEDIUM}
+
+
+def test_consensus_decisions() -> None:
+    policy = parse_policy("workflow: consensus\nk: 3\ntarget: 0.6\nmin_agreement: 0.6\n")
+    assert decide(policy, RISKS, ItemState()).n == 3
+    two = ItemState(reads=(("a", "normal"), ("b", "normal")))
+    assert decide(policy, RISKS, two).action == "read"
+    done = decide(policy, RISKS, ItemState(reads=(*two.reads, ("c", "effusion"))))
+    assert done.action == "final" and done.label == "normal"
+    assert done.confidence == pytest.approx(2 / 3)
+    split = ItemState(reads=(("a", "normal"), ("b", "nodule"), ("c", "effusion")))
+    assert decide(policy, RISKS, split).action == "adjudicate"
+    assert decide(policy, RISKS, ItemState(reads=split.reads, adjudication="nodule")).label == (
+        "nodule")
+
+
+def test_adaptive_and_by_risk_override() -> None:
+    policy = parse_policy("workflow: adaptive\nm: 2\nk_max: 4\ntarget: 0.8\n"
+                          "by_risk: {high: {workflow: consensus, k: 5}}\n")
+    agree = ItemState(reads=(("a", "normal"), ("b", "normal")))
+    assert decide(policy, RISKS, agree).action == "final"
+    unsure = ItemState(reads=(("a", "normal"), ("b", "effusion")))
+    step = decide(policy, RISKS, unsure)
+    assert step.action == "read" and step.n == 1
+    # A nodule read makes the item high-risk: consensus of five.
+    risky = decide(policy, RISKS, ItemState(reads=(("a", "nodule"), ("b", "nodule"))))
+    assert risky.action == "read" and risky.n == 3 and risky.risk == RiskLevel.HIGH
+    exhausted = ItemState(reads=(("a", "normal"), ("b", "effusion"), ("c", "normal"),
+                                 ("d", "effusion")))
+    assert decide(policy, RISKS, exhausted).action == "adjudicate"
+
+
+def test_single_review_sampling_and_review() -> None:
+    policy = parse_policy("workflow: single_review\nreview_rate: {low: 0.1}\n")
+    read = (("a", "normal"),)
+    assert decide(policy, RISKS, ItemState(reads=read, u=0.5)).action == "final"
+    assert decide(policy, RISKS, ItemState(reads=read, u=0.05)).action == "review"
+    high = (("a", "nodule"),)
+    assert decide(policy, RISKS, ItemState(reads=high, u=0.99)).action == "review"
+    fixed = ItemState(reads=read, review=ReviewOutcome("r", "effusion"))
+    assert decide(policy, RISKS, fixed).reason == "review corrected"
+    up = ItemState(reads=read, review=ReviewOutcome("r", None, escalated=True))
+    assert decide(policy, RISKS, up).action == "adjudicate"
+    assert 0 <= stable_uniform("x", 1) < 1 and stable_uniform("x", 1) == stable_uniform("x", 1)
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("workflow: consensus\nk: 0\n", "k"),
+    ("workflow: consensus\ntarget: 1.5\n", "target"),
+    ("method: magic\n", "method"),
+    ("workflow: adaptive\nm: 4\nk_max: 2\n", "k_max"),
+    ("by_risk: {high: {k: -1}}\n", "by_risk.high.k"),
+    ("gold: {rate: 2}\n", "gold.rate"),
+])
+def test_inconsistent_policies_are_refused_with_the_field(text: str, field: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse_policy(text, source="p.yaml")
+    assert err.value.field == field and "p.yaml" in str(err.value)
+
+
+def _simulate(policy_text: str, seed: int = 0, n: int = 300) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    classes = [f"c{k}" for k in range(5)]
+    truth = {f"i{k}": classes[int(rng.integers(5))] for k in range(n)}
+    readers = parse_readers("30:beta(6,2)", rng)
+    source = SimulatedReaders(readers, classes, truth, rng)
+    policy = parse_policy(policy_text)
+    risks = dict.fromkeys(classes, RiskLevel.LOW)
+    return run_policy(policy, classes, risks, list(truth), source).summary
+
+
+def test_adaptive_matches_consensus_with_fewer_labels() -> None:
+    k5 = _simulate("workflow: consensus\nk: 5\ntarget: 0\n")
+    adaptive = _simulate("workflow: adaptive\nm: 2\nk_max: 7\ntarget: 0.95\nmethod: onecoin\n"
+                         "on_exhausted: accept\n")
+    assert k5["labels_per_item"] == 5
+    assert adaptive["labels_per_item"] <= 2.5 + 0.6
+    assert adaptive["accuracy"] >= k5["accuracy"] - 0.03
+
+
+def test_replay_of_a_recorded_crowd_dataset(crowd_dir: Path) -> None:
+    labels = pd.read_csv(crowd_dir / "snow2008_rte" / "labels.csv")
+    truth = pd.read_csv(crowd_dir / "snow2008_rte" / "truth.csv")
+    items = sorted(set(labels["item"].astype(str)))[:200]
+    source = RecordedLabels(labels[labels["item"].astype(str).isin(items)],
+                            dict(zip(truth["item"].astype(str), truth["label"].astype(str),
+                                     strict=True)), np.random.default_rng(0))
+    classes = sorted(set(labels["label"].astype(str)))
+    policy = parse_policy("workflow: adaptive\nm: 3\nk_max: 10\ntarget: 0.9\n"
+                          "on_exhausted: accept\n")
+    result = run_policy(policy, classes, dict.fromkeys(classes, RiskLevel.LOW), items, source)
+    assert result.summary["reads_per_item"] < 10
+    assert result.summary["accuracy"] > 0.85
+
+
+def test_reader_spec_errors() -> None:
+    rng = np.random.default_rng(0)
+    assert len(parse_readers("3:0.9, 2:beta(6,2)@2, 1:0.95@3", rng)) == 6
+    with pytest.raises(InputError, match="tier-1"):
+        parse_readers("2:0.9@2", rng)
+    with pytest.raises(InputError) as err:
+        parse_readers("3:ninety", rng)
+    assert err.value.field == "readers"
