@@ -4,15 +4,15 @@ Run::
 
     .venv/bin/python bench/bench_crowd_accuracy.py [--datasets snow2008_rte ...]
 
-For each public crowd dataset with known answers (``../shared/data/crowd``) it fits every method
-on all labels and scores accuracy over the items that have a reference answer; it prints one
-Markdown table (accuracy and fit time per method, ours beside crowd-kit's).
+For each public crowd dataset in ``../shared/data/crowd`` it fits every method on all labels,
+scores accuracy over the items that have a reference answer (``dawid_skene_1979`` has none: only
+the share of items where both libraries give the same label is reported) and prints one Markdown
+table (accuracy, same labels and fit time per method, ours beside crowd-kit's).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 import warnings
 from collections.abc import Callable
@@ -22,32 +22,15 @@ from typing import Any
 import pandas as pd
 
 from truthset.io.tables import read_table
-from truthset.quality.aggregation import (
-    DawidSkene,
-    MajorityVote,
-    OneCoinDawidSkene,
-    WeightedMajorityVote,
-)
+from truthset.quality.aggregation.registry import AGGREGATORS
 
 CROWD = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowd"
-DATASETS = ["snow2008_rte", "snow2008_temp", "adult_ipeirotis"]
+DATASETS = ["snow2008_rte", "snow2008_temp", "adult_ipeirotis", "dawid_skene_1979"]
 
 
 def ours() -> dict[str, Callable[[], Any]]:
-    """Truthset methods by CLI name (GLAD and MACE when their modules exist)."""
-    methods: dict[str, Callable[[], Any]] = {
-        "mv": MajorityVote,
-        "wmv": WeightedMajorityVote,
-        "ds": DawidSkene,
-        "onecoin": OneCoinDawidSkene,
-    }
-    for name, cls in (("glad", "GLAD"), ("mace", "MACE")):
-        try:
-            module = importlib.import_module(f"truthset.quality.aggregation.{name}")
-            methods[name] = getattr(module, cls)
-        except (ImportError, AttributeError):
-            pass
-    return methods
+    """Truthset methods by CLI name."""
+    return {name: AGGREGATORS[name] for name in ("mv", "wmv", "ds", "onecoin", "glad", "mace")}
 
 
 class WawaByHand:
@@ -92,30 +75,46 @@ def main() -> None:
     rows = []
     for name in args.datasets:
         labels = read_table(CROWD / name / "labels.csv")
-        t = read_table(CROWD / name / "truth.csv")
-        truth = pd.Series(t["label"].to_numpy(), index=t["item"].to_numpy())
+        truth_path = CROWD / name / "truth.csv"
+        truth = None
+        if truth_path.exists():
+            t = read_table(truth_path)
+            truth = pd.Series(t["label"].to_numpy(), index=t["item"].to_numpy())
         ck_table = labels.rename(columns={"item": "task", "annotator": "worker"})
-        scored = len(truth.index.intersection(labels["item"].unique()))
+        scored = 0 if truth is None else len(truth.index.intersection(labels["item"].unique()))
         theirs = crowdkit_methods()
         for method, make in ours().items():
             start = time.perf_counter()
-            acc = accuracy(make().fit_predict(labels), truth)
+            mine = make().fit_predict(labels)
             ours_s = time.perf_counter() - start
             start = time.perf_counter()
-            ck_acc = accuracy(theirs[method]().fit_predict(ck_table), truth)
+            peer = theirs[method]().fit_predict(ck_table)
             ck_s = time.perf_counter() - start
-            rows.append((name, scored, method, acc, ck_acc, ours_s, ck_s))
-            print(f"{name} {method}: {acc:.4f} vs {ck_acc:.4f}", flush=True)
+            peer = peer.reindex(mine.index)
+            same = float((mine.astype(str) == peer.astype(str)).mean())
+            acc = None if truth is None else accuracy(mine, truth)
+            ck_acc = None if truth is None else accuracy(peer, truth)
+            rows.append((name, scored, method, acc, ck_acc, same, ours_s, ck_s))
+            print(f"{name} {method}: {acc} vs {ck_acc}; same labels {same:.4f}", flush=True)
+
+    def fmt(value: float | None) -> str:
+        return "–" if value is None else f"{value:.4f}"
+
     print()
     print(
-        "| dataset | items scored | method | Truthset acc. | crowd-kit acc. "
+        "| dataset | items scored | method | Truthset acc. | crowd-kit acc. | same labels "
         "| Truthset s | crowd-kit s |"
     )
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
-    for name, scored, method, acc, ck_acc, s1, s2 in rows:
-        print(f"| {name} | {scored} | {method} | {acc:.4f} | {ck_acc:.4f} | {s1:.2f} | {s2:.2f} |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, scored, method, acc, ck_acc, same, s1, s2 in rows:
+        print(
+            f"| {name} | {scored} | {method} | {fmt(acc)} | {fmt(ck_acc)} | {same:.4f} "
+            f"| {s1:.2f} | {s2:.2f} |"
+        )
     print()
-    frame = pd.DataFrame(rows, columns=["dataset", "n", "method", "ours", "ck", "s1", "s2"])
+    frame = pd.DataFrame(
+        rows, columns=["dataset", "n", "method", "ours", "ck", "same", "s1", "s2"]
+    ).dropna(subset=["ours"])
     best = frame.groupby("dataset")[["ours", "ck"]].max()
     print("| dataset | best Truthset | best crowd-kit |")
     print("| --- | ---: | ---: |")

@@ -60,13 +60,12 @@ def test_stdout_when_no_output_file(crowd_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("method", ["wmv", "glad", "mace"])
-def test_other_methods_run_or_say_they_are_missing(rte: Path, method: str) -> None:
+def test_other_methods_write_labels_and_print_skills(rte: Path, method: str) -> None:
     result = runner.invoke(app, ["aggregate", str(rte), "-m", method])
-    if result.exit_code == 2:
-        assert "not available" in result.stderr
-    else:
-        assert result.exit_code == 0, result.output
-        assert len(result.stdout.splitlines()) == 801
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 801
+    assert result.stdout.splitlines()[0] == "item,label,confidence,p_0,p_1"
+    assert f"Reader skills ({method}, 164 readers)" in result.stderr
 
 
 def test_errors_name_file_row_and_field(crowd_dir: Path, rte: Path, tmp_path: Path) -> None:

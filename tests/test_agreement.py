@@ -75,6 +75,29 @@ FLEISS_WIKI = np.array(
     ]
 )
 
+#: Fleiss (1971): 30 patients × 6 psychiatrists, diagnoses 1..5 (one row per patient; the data
+#: as distributed with R's ``irr`` package as ``diagnoses``).
+FLEISS_1971 = np.array(
+    [
+        [4, 4, 4, 4, 4, 4], [2, 2, 2, 5, 5, 5], [2, 3, 3, 3, 3, 5], [5, 5, 5, 5, 5, 5],
+        [2, 2, 2, 4, 4, 4], [1, 1, 3, 3, 3, 3], [3, 3, 3, 3, 5, 5], [1, 1, 3, 3, 3, 4],
+        [1, 1, 4, 4, 4, 4], [5, 5, 5, 5, 5, 5], [1, 4, 4, 4, 4, 4], [1, 2, 4, 4, 4, 4],
+        [2, 2, 2, 3, 3, 3], [1, 4, 4, 4, 4, 4], [2, 2, 4, 4, 4, 5], [3, 3, 3, 3, 3, 5],
+        [1, 1, 1, 4, 5, 5], [1, 1, 1, 1, 1, 2], [2, 2, 4, 4, 4, 4], [1, 3, 3, 5, 5, 5],
+        [5, 5, 5, 5, 5, 5], [2, 4, 4, 4, 4, 4], [2, 2, 4, 5, 5, 5], [1, 1, 4, 4, 4, 4],
+        [1, 4, 4, 4, 4, 5], [2, 2, 2, 2, 2, 4], [1, 1, 1, 1, 5, 5], [2, 2, 4, 4, 4, 4],
+        [1, 3, 3, 3, 3, 3], [5, 5, 5, 5, 5, 5],
+    ]
+)  # fmt: skip
+#: R ``irr``'s ``anxiety`` data: 20 subjects rated 1..6 by three raters (one column each).
+ANXIETY = np.array(
+    [
+        [3, 3, 2], [3, 6, 1], [3, 4, 4], [4, 6, 4], [5, 2, 3], [5, 4, 2], [2, 2, 1],
+        [3, 4, 6], [5, 3, 1], [2, 3, 1], [2, 2, 1], [6, 3, 2], [1, 3, 3], [5, 3, 3],
+        [2, 2, 1], [2, 2, 1], [1, 1, 3], [2, 3, 3], [4, 3, 2], [3, 4, 2],
+    ]
+)  # fmt: skip
+
 
 def peer_alpha(data: Any, level: Any, value_counts: Any = None) -> float:
     """Krippendorff's alpha from the ``krippendorff`` package."""
@@ -197,6 +220,32 @@ def test_cohen_linear_weights_and_ac1_published() -> None:
     assert gwet_ac1(table_from_contingency(table), ci=None).value == pytest.approx(
         0.84933, abs=5e-6
     )
+
+
+def test_fleiss_1971_diagnoses() -> None:
+    """Fleiss (1971), the paper's own example: kappa 0.4302445 (R irr ``kappam.fleiss``)."""
+    readers_by_items = FLEISS_1971.T.astype(float)
+    assert fleiss_kappa(readers_by_items, ci=None).value == pytest.approx(0.4302445, abs=5e-8)
+    counts = np.stack([np.equal(FLEISS_1971, grade).sum(axis=1) for grade in range(1, 6)], axis=1)
+    assert fleiss_kappa(counts=counts, ci=None).value == pytest.approx(0.4302445, abs=5e-8)
+    assert fleiss_kappa(long_table(readers_by_items), ci=None).value == pytest.approx(
+        0.4302445, abs=5e-8
+    )
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [(None, -0.006289308), ("linear", 0.1459075), ("quadratic", 0.2520325)],
+)
+def test_cohen_weights_r_irr_anxiety(weights: str | None, expected: float) -> None:
+    """R irr ``kappa2(anxiety[, 2:3], weight)``: unweighted, "equal" and "squared" weights.
+
+    Raters 2 and 3 never use grade 5, so the weights run over the grades they used (as in irr).
+    """
+    pair = ANXIETY[:, 1:].T.astype(float)
+    assert cohen_kappa(pair, weights=weights, ci=None).value == pytest.approx(expected, abs=5e-8)
+    table = two_reader_table(ANXIETY[:, 1], ANXIETY[:, 2])
+    assert cohen_kappa(table, weights=weights, ci=None).value == pytest.approx(expected, abs=5e-8)
 
 
 # --------------------------------------------------------------------------- peers
@@ -389,6 +438,30 @@ def test_perfect_agreement_is_one(a: int, n: int, k: int, seed: int) -> None:
         assert krippendorff_alpha(shifted, level=level, ci=None).value == pytest.approx(1.0)
     assert cohen_kappa(data[:2], ci=None).value == pytest.approx(1.0)
     assert cohen_kappa(data[:2], weights="quadratic", ci=None).value == pytest.approx(1.0)
+
+
+@FAST
+@given(reliability_matrices(max_annotators=4), st.integers(1, 5))
+def test_copied_readers_are_handled(data: np.ndarray, copies: int) -> None:
+    """A reader's labels copied n times under new names: every coefficient stays finite and at
+    most 1 (or undefined with a reason), and a table of one reader and its copies agrees
+    perfectly."""
+    table = long_table(data)
+    first = table[table["annotator"] == "r0"]
+    clones = pd.concat([first.assign(annotator=f"copy{k}") for k in range(copies)])
+    padded = pd.concat([table, clones], ignore_index=True)
+    for metric in ("percent", "fleiss", "krippendorff", "ac1"):
+        res = agreement(padded, metric=metric, ci=None)
+        assert res.value is not None or res.reason
+        assert res.value is None or (np.isfinite(res.value) and res.value <= 1.0 + 1e-9)
+        assert res.n_annotators == padded["annotator"].nunique()
+    alone = pd.concat([first, clones], ignore_index=True)
+    assert percent_agreement(alone, ci=None).value in (1.0, None)
+    alpha = krippendorff_alpha(alone, ci=None)
+    if first["label"].nunique() >= 2:
+        assert alpha.value == pytest.approx(1.0)
+    else:
+        assert alpha.value is None and alpha.reason
 
 
 # --------------------------------------------------------------------------- undefined cases

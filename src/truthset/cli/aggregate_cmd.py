@@ -11,7 +11,6 @@ and prints the readers' skills as a table on standard error.
 
 from __future__ import annotations
 
-import importlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -24,9 +23,8 @@ from rich.table import Table
 from truthset.cli.app import app, console, err_console, handle_errors
 from truthset.domain.errors import InputError
 from truthset.io.tables import read_table
+from truthset.quality.aggregation import registry
 from truthset.quality.aggregation.base import Aggregator
-from truthset.quality.aggregation.dawid_skene import DawidSkene, OneCoinDawidSkene
-from truthset.quality.aggregation.vote import MajorityVote, WeightedMajorityVote
 
 #: Readers shown at each end of the skills table when there are many.
 SHOWN_AT_EACH_END = 10
@@ -43,40 +41,9 @@ class Method(StrEnum):
     mace = "mace"
 
 
-_LAZY = {
-    Method.glad: ("truthset.quality.aggregation.glad", "GLAD"),
-    Method.mace: ("truthset.quality.aggregation.mace", "MACE"),
-}
-
-
 def make_aggregator(method: Method) -> Aggregator:
-    """Return an unfitted aggregator for ``method`` (GLAD and MACE imported on demand).
-
-    Raises
-    ------
-    InputError
-        The method's module is not available in this installation.
-    """
-    if method is Method.mv:
-        return MajorityVote()
-    if method is Method.wmv:
-        return WeightedMajorityVote()
-    if method is Method.ds:
-        return DawidSkene()
-    if method is Method.onecoin:
-        return OneCoinDawidSkene()
-    module_name, class_name = _LAZY[method]
-    try:
-        module = importlib.import_module(module_name)
-        factory = getattr(module, class_name)
-    except (ImportError, AttributeError):
-        raise InputError(
-            f"method {method.value} is not available in this installation "
-            f"({module_name}.{class_name} is missing)",
-            field="method",
-        ) from None
-    model: Aggregator = factory()
-    return model
+    """Return an unfitted aggregator for ``method`` (the quality engine's registry)."""
+    return registry.make_aggregator(method.value)
 
 
 def result_table(model: Aggregator) -> pd.DataFrame:

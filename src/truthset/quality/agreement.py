@@ -53,7 +53,7 @@ import scipy.sparse as sp
 
 from truthset.domain.errors import InputError
 from truthset.quality import agreement_core as core
-from truthset.quality.table import EncodedLabels, encode
+from truthset.quality.table import EncodedLabels, as_pandas, encode
 
 __all__ = [
     "DUPLICATES",
@@ -236,6 +236,7 @@ def _matrix_to_table(data: Any) -> pd.DataFrame:
 
 
 def _encoded(data: Any, classes: Sequence[Any] | None, duplicates: str = "error") -> EncodedLabels:
+    data = as_pandas(data)
     if isinstance(data, EncodedLabels):
         enc = data
     elif isinstance(data, pd.DataFrame):

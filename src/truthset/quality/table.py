@@ -22,8 +22,31 @@ COLUMN_ALIASES: dict[str, str] = {"task": "item", "worker": "annotator"}
 REQUIRED_COLUMNS: tuple[str, str, str] = ("item", "annotator", "label")
 
 
-def normalize_table(table: pd.DataFrame, *, source: str | None = None) -> pd.DataFrame:
+def as_pandas(table: Any) -> Any:
+    """``table`` as a pandas DataFrame when it is a polars DataFrame or LazyFrame, or a pyarrow
+    Table (anything with ``to_pandas``); other objects are returned unchanged.
+
+    polars is not a dependency: its frames are recognised by their ``to_pandas`` method (which
+    needs pyarrow, a dependency), so a polars user passes a frame as it is.
+    """
+    if isinstance(table, pd.DataFrame):
+        return table
+    collect = getattr(table, "collect", None)
+    if callable(collect) and type(table).__name__ == "LazyFrame":
+        table = collect()
+    to_pandas = getattr(table, "to_pandas", None)
+    if callable(to_pandas) and hasattr(table, "columns"):
+        converted = to_pandas()
+        if isinstance(converted, pd.DataFrame):
+            return converted
+    return table
+
+
+def normalize_table(table: Any, *, source: str | None = None) -> pd.DataFrame:
     """Return ``table`` with the columns ``item``, ``annotator``, ``label`` (aliases renamed).
+
+    ``table`` is a pandas DataFrame, or a polars DataFrame / pyarrow Table (converted with
+    :func:`as_pandas`).
 
     Rows whose label is missing (NaN, ``None`` or an empty string) are refused with the row
     number, because a silently dropped label changes every figure computed from the table.
@@ -33,8 +56,12 @@ def normalize_table(table: pd.DataFrame, *, source: str | None = None) -> pd.Dat
     InputError
         A required column is missing, or a row has no item, annotator or label.
     """
+    table = as_pandas(table)
     if not isinstance(table, pd.DataFrame):
-        raise InputError("expected a pandas DataFrame with item, annotator, label", source=source)
+        raise InputError(
+            "expected a table (pandas or polars DataFrame) with item, annotator, label",
+            source=source,
+        )
     renamed = table.rename(
         columns={k: v for k, v in COLUMN_ALIASES.items() if k in table.columns and v not in table}
     )
@@ -50,9 +77,16 @@ def normalize_table(table: pd.DataFrame, *, source: str | None = None) -> pd.Dat
         values = out[column]
         bad = values.isna().to_numpy().copy()
         if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
-            text = values[~bad]
-            blank = text.map(lambda v: isinstance(v, str) and not v.strip(), na_action="ignore")
-            bad[np.flatnonzero(~bad)[blank.to_numpy(dtype=bool)]] = True
+            # Blank strings are found among the distinct values (hashing, no Python loop over
+            # the rows): a million labels have a handful of distinct ones.
+            codes, uniques = pd.factorize(values)
+            blank_unique = np.fromiter(
+                (isinstance(v, str) and not v.strip() for v in uniques),
+                dtype=bool,
+                count=len(uniques),
+            )
+            if blank_unique.any():
+                bad |= (codes >= 0) & blank_unique[np.maximum(codes, 0)]
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise InputError(
@@ -121,7 +155,7 @@ def _sorted_unique(values: pd.Series) -> pd.Index:
 
 
 def encode(
-    table: pd.DataFrame,
+    table: Any,
     *,
     classes: Sequence[Any] | None = None,
     source: str | None = None,
@@ -131,7 +165,8 @@ def encode(
     Parameters
     ----------
     table:
-        Long table with ``item, annotator, label`` (or ``task, worker, label``).
+        Long table with ``item, annotator, label`` (or ``task, worker, label``): pandas, or
+        polars / pyarrow (converted with :func:`as_pandas`).
     classes:
         The allowed classes, in order (the order matters for ordinal methods). When omitted,
         the classes are the distinct labels, sorted.

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from truthset.domain.errors import InputError
-from truthset.quality.table import EncodedLabels, encode
+from truthset.quality.table import EncodedLabels, as_pandas, encode
 
 #: Gold answers: a Series ``item -> label`` or a DataFrame with ``item`` (or ``task``) and
 #: ``label`` columns.
@@ -42,6 +42,7 @@ def encode_gold(gold: GoldLike, encoded: EncodedLabels, *, source: str | None = 
     codes = np.full(encoded.n_items, -1, dtype=np.int64)
     if gold is None:
         return codes
+    gold = as_pandas(gold)
     if isinstance(gold, pd.DataFrame):
         frame = gold.rename(columns={"task": "item", "true_label": "label"})
         if not {"item", "label"} <= set(frame.columns):

@@ -167,6 +167,9 @@ class MACE(Aggregator):
     ----------
     competence_ : pd.Series
         Probability that each reader knows the answer rather than spams (indexed by annotator).
+    skills_ : pd.Series
+        The same values under the name every aggregator shares (what ``truthset aggregate``
+        prints).
     spam_distributions_ : pd.DataFrame
         Annotator × class: the label distribution each reader draws from when spamming.
     log_likelihood_ : float
@@ -270,6 +273,7 @@ class MACE(Aggregator):
         weights = spamming.sum(axis=1)
         competence = np.divide(spamming[:, 1], weights, out=np.zeros(m), where=weights > 0)
         self.competence_ = pd.Series(competence, index=encoded.annotator_index, name="competence")
+        self.skills_ = self.competence_.rename("skill")
         self.spam_distributions_ = pd.DataFrame(
             _normalize(theta, 0.0), index=encoded.annotator_index, columns=encoded.classes
         )

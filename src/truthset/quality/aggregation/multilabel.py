@@ -28,7 +28,7 @@ import pandas as pd
 from truthset.domain.errors import InputError
 from truthset.quality.aggregation.base import Aggregator
 from truthset.quality.aggregation.dawid_skene import DawidSkene
-from truthset.quality.table import COLUMN_ALIASES
+from truthset.quality.table import COLUMN_ALIASES, as_pandas
 
 _TRUE = {"1", "true", "t", "yes", "y", "present"}
 _FALSE = {"0", "false", "f", "no", "n", "absent"}
@@ -81,6 +81,9 @@ def presence_table(
     InputError
         Missing columns, empty item/annotator, a class outside ``classes``, a bad ``present``.
     """
+    table = as_pandas(table)
+    if not isinstance(table, pd.DataFrame):
+        raise InputError("expected a table (pandas or polars DataFrame)", source=source)
     df = table.rename(
         columns={k: v for k, v in COLUMN_ALIASES.items() if k in table and v not in table}
     )
