@@ -63,3 +63,18 @@ def test_demo_command_prints_what_it_made(tmp_path: Path) -> None:
     assert "release" in result.output and "Consensus accuracy" in result.output
     again = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
     assert again.exit_code == 2 and "not empty" in again.output
+
+
+def test_demo_releases_are_signed_verified_and_diffed(demo) -> None:  # type: ignore[no-untyped-def]
+    from truthset.release.manifest import verify_folder
+
+    for made in (demo.release, demo.second_release):
+        report = verify_folder(made.folder)
+        assert report.ok, report.to_dict()
+        assert [s.meaning for s in report.signatures] == ["approved for training"]
+        assert (made.folder / "datasheet.html").is_file()
+        assert (made.folder / "datasheet.pdf").is_file()
+    assert demo.second_release.n_excluded == 1
+    assert demo.diff["summary"]["label_changed"] == 2
+    assert all(c["audit_event"]["seq"] for c in demo.diff["label_changed"])
+    assert (demo.folder / "releases" / "diff-v1-v2.txt").read_text().startswith("Release diff")

@@ -9,9 +9,11 @@ recorded, the consensus is computed, agreement is measured and a release folder 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from truthset.domain.errors import InputError
 from truthset.quality.aggregation.registry import make_aggregator
-from truthset.release.build import ReleaseSummary, build_release
-from truthset.store.models import Item
+from truthset.release import diff as release_diff
+from truthset.release import service as releases
+from truthset.store.models import Escalation, Item, Project, Task
 from truthset.workflow.annotations import current_labels, record_annotation
 from truthset.workflow.consensus import compute_consensus
 from truthset.workspace import imports, projects, users
@@ -78,7 +82,22 @@ STAFF: tuple[tuple[str, str, int], ...] = (
     ("sam", "adjudicator", 3),
     ("max", "manager", 1),
 )
+#: The demo's release approver (a manager who re-enters this password to sign).
+APPROVER = ("quinn", "Quinn Approver")
+APPROVER_PASSWORD = "demo-approver-password"
+GUIDELINE_V2_NOTE = "Motion on more than one slice: grade 'limited' at best."
 TRUE_GRADE_PRIOR = (0.3, 0.4, 0.2, 0.1)
+
+
+@dataclass(frozen=True)
+class ReleaseSummary:
+    """A release the demo made and wrote out."""
+
+    name: str
+    folder: Path
+    n_items: int
+    n_excluded: int
+    manifest_sha256: str
 
 
 @dataclass
@@ -90,6 +109,8 @@ class DemoResult:
     n_reads: int
     release: ReleaseSummary
     readers: pd.DataFrame
+    second_release: ReleaseSummary | None = None
+    diff: dict[str, Any] = field(default_factory=dict)
     agreement: list[dict[str, Any]] = field(default_factory=list)
     consensus_accuracy: dict[str, float] = field(default_factory=dict)
 
@@ -180,6 +201,8 @@ def run_demo(
             for name, role, tier in STAFF:
                 users.add_user(s, username=name, role=role, tier=tier,
                                display_name=name.title())
+            users.add_user(s, username=APPROVER[0], role="manager", tier=1,
+                           display_name=APPROVER[1], password=APPROVER_PASSWORD)
         say("import items")
         with workspace.unit(ACTOR) as s:
             project = projects.get_project(s, PROJECT_KEY)
@@ -229,12 +252,77 @@ def run_demo(
             .reindex([n for n, _t, _a in READERS])
         )
         reader_table["simulated_skill"] = [a for _n, _t, a in READERS]
-        say("release")
+        say("release v1")
+        first = _release(workspace, root, "v1", limitations=[
+            "Grades are simulated reads of real sample images; they are not clinical reads."])
+        say("adjudication and guideline v2")
         with workspace.unit(ACTOR) as s:
             project = projects.get_project(s, PROJECT_KEY)
-            release = build_release(s, project, root / "releases" / "v1", name="v1")
-    return DemoResult(root, len(summary.ingested), n_reads, release, reader_table, agreement,
-                      consensus_accuracy)
+            _adjudicate_lowest(s, project, mv.labels, truth_labels, n=2)
+            projects.add_guideline_version(s, project, body=GUIDELINE_MD + "\n" + GUIDELINE_V2_NOTE
+                                           + "\n", change_note=GUIDELINE_V2_NOTE)
+        say("release v2 and diff")
+        excluded = {str(mv.labels["item"].iloc[-1]): "image cropped on export; re-import pending"}
+        second = _release(workspace, root, "v2", exclude=excluded, limitations=[
+            "Grades are simulated reads of real sample images; they are not clinical reads."])
+        with workspace.unit(ACTOR) as s:
+            project = projects.get_project(s, PROJECT_KEY)
+            diff = release_diff.diff_releases(s, releases.get_release(s, project, "v1"),
+                                              releases.get_release(s, project, "v2"))
+        (root / "releases" / "diff-v1-v2.txt").write_text(release_diff.diff_text(diff),
+                                                          encoding="utf-8")
+        (root / "releases" / "diff-v1-v2.json").write_text(
+            json.dumps(diff, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return DemoResult(root, len(summary.ingested), n_reads, first, reader_table, second, diff,
+                      agreement, consensus_accuracy)
+
+
+def _release(workspace: Workspace, root: Path, name: str, *,
+             exclude: dict[str, str] | None = None, limitations: list[str]) -> ReleaseSummary:
+    """Create, sign (as the demo approver) and write out one release."""
+    with workspace.unit(ACTOR) as s:
+        project = projects.get_project(s, PROJECT_KEY)
+        release = releases.create_release(
+            s, project, workspace.blobs, name=name, actor=ACTOR, exclude=exclude,
+            identifiers=releases.vault_identifiers(workspace.vault, PROJECT_KEY),
+            limitations=limitations)
+    with workspace.unit(APPROVER[0]) as s:
+        project = projects.get_project(s, PROJECT_KEY)
+        release = releases.get_release(s, project, name)
+        outcome = releases.sign_release(s, workspace.blobs, release, username=APPROVER[0],
+                                        password=APPROVER_PASSWORD,
+                                        meaning="approved for training")
+    if outcome.error is not None:
+        raise outcome.error
+    with workspace.unit(ACTOR) as s:
+        project = projects.get_project(s, PROJECT_KEY)
+        release = releases.get_release(s, project, name)
+        folder = releases.write_folder(s, workspace.blobs, release, root / "releases" / name)
+        items = releases.release_items(s, release)
+    n_in = sum(1 for i in items if i.included)
+    return ReleaseSummary(name, folder, n_in, len(items) - n_in, release.manifest_sha256)
+
+
+def _adjudicate_lowest(s: Session, project: Project, labels: pd.DataFrame,
+                       truth: pd.Series, *, n: int) -> None:
+    """The senior reader settles the ``n`` items the readers agreed on least (simulated: the
+    adjudicator gives the hidden true grade), through an escalation and an adjudicate task."""
+    adjudicator = users.get_user(s, "sam")
+    items = {i.external_id: i for i in s.scalars(select(Item).where(
+        Item.project_id == project.id))}
+    lowest = labels.sort_values(["agreement", "item"]).head(n)
+    now = datetime.now(UTC)
+    for external_id, agreement in zip(lowest["item"], lowest["agreement"], strict=True):
+        item = items[str(external_id)]
+        task = Task(project_id=project.id, item_id=item.id, stage="adjudicate", status="done",
+                    assignee_id=adjudicator.id, completed_at=now)
+        s.add(task)
+        s.flush()
+        s.add(Escalation(project_id=project.id, item_id=item.id, task_id=task.id, from_tier=1,
+                         to_tier=3, reason=f"reader agreement {agreement:.2f} under 0.60",
+                         due_at=now, status="resolved", resolved_at=now))
+        record_annotation(s, project, item=item, author=adjudicator,
+                          payload={"label": str(truth[str(external_id)])}, task_id=task.id)
 
 
 def _agreement_summary(table: pd.DataFrame, classes: tuple[str, ...]) -> list[dict[str, Any]]:

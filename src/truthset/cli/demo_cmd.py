@@ -55,6 +55,16 @@ def demo_cmd(
     console.print(f"  workspace   {root / 'workspace'}   (try: truthset project list "
                   f"-w {root / 'workspace'})")
     console.print(f"  images      {root / 'sample-images'}")
-    console.print(f"  release     {result.release.folder.resolve()}  ({result.release.n_items} "
-                  f"items, manifest sha256 {result.release.manifest_sha256[:16]}…)")
+    for made in (result.release, result.second_release):
+        if made is None:
+            continue
+        console.print(f"  release {made.name:<3} {made.folder.resolve()}  ({made.n_items} items, "
+                      f"{made.n_excluded} excluded, signed; manifest sha256 "
+                      f"{made.manifest_sha256[:16]}…)")
+        console.print(f"              datasheet {made.folder.resolve() / 'datasheet.html'}; "
+                      f"check: truthset release verify {made.folder.resolve()}")
+    if result.diff:
+        diff_file = result.folder.resolve() / "releases" / "diff-v1-v2.txt"
+        console.print(f"  diff        {diff_file}  ({result.diff['summary']['label_changed']} "
+                      f"labels changed, {result.diff['summary']['removed']} removed)")
     console.print(f"  audit log   truthset audit verify -w {root / 'workspace'}")

@@ -166,3 +166,14 @@ class PseudonymVault:
                 )
             ).all()
         return [(kind, original) for kind, original in rows]
+
+    def originals(self, project_key: str) -> list[tuple[str, str]]:
+        """Every ``(kind, original)`` the vault holds for a project, for scanning exports for
+        identifiers. Callers must never show or log the values."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(PseudonymEntry.kind, PseudonymEntry.original).where(
+                    PseudonymEntry.project_key == project_key
+                )
+            ).all()
+        return [(kind, original) for kind, original in rows]

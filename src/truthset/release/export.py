@@ -1,0 +1,141 @@
+"""Exports of a stored release: label tables with provenance columns (CSV, Parquet) and the
+imaging formats of :mod:`truthset.imaging.export` that the release's schema can fill.
+
+- ``csv`` / ``parquet``: ``labels`` (one row per item: final label, how it was reached, split,
+  consensus method, posterior, agreement, readers, reviewers, adjudicator and reason, rule
+  versions, pre-label model, subgroups) and ``reads`` (one row per read behind each label);
+- ``coco``: box and polygon schemas, one COCO file per split, built by
+  :func:`truthset.imaging.export.coco_dataset`.
+
+Mask schemas (NIfTI label maps, DICOM SEG / SR) are not exported from releases yet: a request
+for them is refused with the reason. Every export is audited, and so is any access to the test
+split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from truthset import audit
+from truthset.domain.errors import InputError
+from truthset.release.render import LABEL_COLUMNS, READ_COLUMNS, label_rows, read_rows
+from truthset.release.service import load_content
+from truthset.store.models import Item, Release
+
+FORMATS = ("csv", "parquet", "coco", "nifti", "dicom-seg", "dicom-sr")
+
+
+def _tables(items: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    labels = pd.DataFrame(label_rows(items), columns=list(LABEL_COLUMNS))
+    reads = pd.DataFrame(read_rows(items), columns=list(READ_COLUMNS))
+    return labels, reads
+
+
+def _coco(session: Session, content: dict[str, Any], items: Sequence[dict[str, Any]],
+          folder: Path) -> list[Path]:
+    from truthset.imaging.export import CocoAnnotation, CocoImage, coco_dataset
+
+    definition = content["rules"]["schema"]["definition"]
+    if definition.get("kind") not in ("box", "polygon"):
+        raise InputError(f"COCO needs a box or polygon schema; this release's schema is "
+                         f"{definition.get('kind')!r}", field="format")
+    categories = {k: c["name"] for k, c in enumerate(definition["classes"], start=1)}
+    by_name = {v: k for k, v in categories.items()}
+    written = []
+    for split in sorted({str(i["split"]) for i in items}):
+        images, annotations = [], []
+        for n, item in enumerate((i for i in items if str(i["split"]) == split), start=1):
+            row = session.get(Item, item["item_id"])
+            media = next((m for m in (row.media if row else []) or []
+                          if isinstance(m, dict) and m.get("width")), None)
+            if media is None:
+                raise InputError(f"item {item['external_id']!r} has no image size",
+                                 field="media")
+            images.append(CocoImage(n, item["external_id"], int(media["width"]),
+                                    int(media["height"])))
+            for obj in (item["final_label"] or {}).get("objects", []):
+                box = obj.get("box", obj.get("bbox"))
+                flat = obj.get("polygon")
+                if flat is None and isinstance(obj.get("points"), list):
+                    flat = [float(c) for p in obj["points"] for c in p[:2]]
+                annotations.append(CocoAnnotation(
+                    image_id=n, category_id=by_name[obj["label"]],
+                    box=tuple(float(v) for v in box) if box else None,  # type: ignore[arg-type]
+                    polygon=tuple(float(v) for v in flat) if flat else None))
+        path = folder / f"coco_{split}.json"
+        path.write_text(json.dumps(coco_dataset(images, categories, annotations), indent=1),
+                        encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def export_release(
+    session: Session,
+    release: Release,
+    folder: str | Path,
+    *,
+    formats: Iterable[str] = ("csv", "parquet"),
+    splits: Iterable[str] | None = None,
+) -> list[Path]:
+    """Write the release in ``formats`` into an empty ``folder``; return the files written.
+
+    Raises
+    ------
+    InputError
+        Unknown format or split, a format the schema cannot fill, or a non-empty folder.
+    """
+    wanted = [f.strip().lower() for f in formats]
+    unknown = [f for f in wanted if f not in FORMATS]
+    if unknown:
+        raise InputError(f"unknown export format(s) {', '.join(unknown)}; use "
+                         f"{', '.join(FORMATS)}", field="format")
+    out = Path(folder)
+    if out.exists() and any(out.iterdir()):
+        raise InputError("the export folder exists and is not empty", source=str(out))
+    content = load_content(session, release)
+    included = [i for i in content["items"] if i["included"]]
+    present = sorted({str(i["split"]) for i in included})
+    chosen = present if splits is None else list(dict.fromkeys(splits))
+    bad = [s for s in chosen if s not in present]
+    if bad:
+        raise InputError(f"unknown split(s) {', '.join(bad)}; this release has "
+                         f"{', '.join(present)}", field="split")
+    items = [i for i in content["items"] if i["included"] and str(i["split"]) in chosen]
+    kind = content["rules"]["schema"]["definition"].get("kind")
+    for fmt in wanted:
+        if fmt in ("nifti", "dicom-seg", "dicom-sr"):
+            raise InputError(f"{fmt} export of releases needs mask or measurement labels on "
+                             f"DICOM/NIfTI items and is not available yet (schema kind "
+                             f"{kind!r}); use csv, parquet or coco", field="format")
+    out.mkdir(parents=True, exist_ok=True)
+    labels, reads = _tables(items)
+    written: list[Path] = []
+    if "csv" in wanted:
+        for name, frame in (("labels", labels), ("reads", reads)):
+            path = out / f"{name}.csv"
+            frame.to_csv(path, index=False, lineterminator="\n")
+            written.append(path)
+    if "parquet" in wanted:
+        for name, frame in (("labels", labels), ("reads", reads)):
+            path = out / f"{name}.parquet"
+            frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}) \
+                .to_parquet(path, index=False)
+            written.append(path)
+    if "coco" in wanted:
+        written += _coco(session, content, items, out)
+    audit.record(session, action="release.export", entity_type="releases", entity_id=release.id,
+                 project_id=release.project_id,
+                 after={"release": release.name, "formats": wanted, "splits": chosen,
+                        "items": len(items)})
+    n_test = sum(1 for i in items if i["split"] == "test")
+    if n_test:
+        audit.record(session, action="release.test_split_access", entity_type="releases",
+                     entity_id=release.id, project_id=release.project_id,
+                     after={"release": release.name, "test_items": n_test, "via": "export"})
+    return written

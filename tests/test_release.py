@@ -1,0 +1,256 @@
+"""Releases: freezing final labels with provenance, refusing unresolved items, immutability,
+offline verification, byte-identical rebuilds, signatures, splits, export checks and diffs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
+
+from release_support import KEY, PLAN, adjudicate, build_project, create, sign, write
+from truthset import audit
+from truthset.domain.errors import ConflictError, InputError, PermissionDeniedError
+from truthset.release import diff as release_diff
+from truthset.release import service
+from truthset.release.manifest import merkle_root, verify_folder
+from truthset.release.splits import make_splits, patients_in_several_splits
+from truthset.store.models import AuditEvent, Release, ReleaseItem
+from truthset.workspace import projects
+from truthset.workspace.workspace import Workspace
+
+
+@pytest.fixture
+def ws(workspace: Workspace, tmp_path: Path) -> Workspace:
+    build_project(workspace, tmp_path)
+    return workspace
+
+
+def _head(ws: Workspace) -> int:
+    with ws.sessions() as s:
+        return audit.stored_head(s).seq
+
+
+def test_release_freezes_final_labels_with_provenance(ws: Workspace, tmp_path: Path) -> None:
+    release = create(ws, "v1")
+    assert release.status == "created" and len(release.manifest_sha256) == 64
+    folder = write(ws, "v1", tmp_path / "v1")
+    labels = pd.read_csv(folder / "labels.csv")
+    assert list(labels["item"]) == sorted(n for n, p in PLAN.items() if p[2] is not None)
+    row = labels.set_index("item").loc["b.png"]
+    assert row["final_label"] == "nodule" and row["label_source"] == "consensus"
+    assert row["consensus_method"] == "mv" and row["readers"] == "ann;bob;cat"
+    assert row["agreement"] == pytest.approx(2 / 3, abs=1e-6)
+    assert row["split"] in ("train", "validation", "test")
+    provenance = pd.read_csv(folder / "provenance.csv")
+    assert (provenance.groupby("item")["annotator"].nunique() == 3).all()
+    assert provenance["created_at"].str.endswith("+00:00").all()
+    full = [json.loads(line) for line in (folder / "provenance.jsonl").read_text().splitlines()]
+    cons = next(f for f in full if f["item"] == "b.png")["provenance"]["consensus"]
+    assert cons["parameters"]["classes"] == ["normal", "nodule", "effusion"]
+    assert cons["posterior"]["nodule"] == pytest.approx(2 / 3)
+    excluded = pd.read_csv(folder / "excluded.csv")
+    assert excluded.to_dict("records") == [{"item": "h.png",
+                                            "reason": "excluded by lead: not read yet"}]
+    rules = json.loads((folder / "rules.json").read_text())
+    assert rules["schema"]["version"] == 1 and rules["guidelines"][0]["version"] == 1
+    assert (folder / "datasheet.html").read_text().count("<svg") >= 3
+    assert (folder / "datasheet.pdf").read_bytes().startswith(b"%PDF")
+    report = verify_folder(folder)
+    assert report.ok, report.to_dict()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["merkle_root"] == merkle_root(manifest["files"]) == release.merkle_root
+    assert manifest["audit_head"]["seq"] == release.audit_seq
+    with ws.sessions() as s:
+        stored = s.get(Release, release.id)
+        assert stored is not None
+        assert service.rebuild(s, ws.blobs, stored).identical
+
+
+def test_unresolved_items_refuse_the_release_and_nothing_is_stored(ws: Workspace) -> None:
+    before = _head(ws)
+    with pytest.raises(InputError) as err:
+        create(ws, "v1", exclude=None)
+    assert "h.png" in str(err.value) and "no consensus" in str(err.value)
+    assert err.value.field == "items"
+    assert _head(ws) == before
+    with pytest.raises(InputError, match="unknown item"):
+        create(ws, "v1", exclude={"zzz.png": "x"})
+    release = create(ws, "v1", exclude=None, exclude_unresolved="waiting for readers")
+    with ws.sessions() as s:
+        row = s.scalar(select(ReleaseItem).where(ReleaseItem.release_id == release.id,
+                                                 ReleaseItem.external_id == "h.png"))
+        assert row is not None and not row.included and "waiting for readers" in row.reason
+    with pytest.raises(ConflictError):
+        create(ws, "v1")
+    with pytest.raises(InputError):
+        create(ws, "bad name!")
+
+
+def test_stored_releases_cannot_be_changed(ws: Workspace) -> None:
+    release = create(ws, "v1")
+    for statement in (
+        update(ReleaseItem).where(ReleaseItem.release_id == release.id)
+        .values(final_label={"label": "normal"}),
+        update(Release).where(Release.id == release.id).values(manifest_sha256="0" * 64),
+    ):
+        with pytest.raises(DBAPIError), ws.engine.begin() as conn:
+            conn.execute(statement)
+    with pytest.raises(DBAPIError), ws.engine.begin() as conn:
+        conn.execute(ReleaseItem.__table__.delete())
+    with ws.engine.begin() as conn:  # the status alone may change (signing does it)
+        conn.execute(update(Release).where(Release.id == release.id).values(status="signed"))
+
+
+def test_verify_names_changed_missing_and_extra_files(ws: Workspace, tmp_path: Path) -> None:
+    create(ws, "v1")
+    folder = write(ws, "v1", tmp_path / "v1")
+    (folder / "labels.csv").write_text("item,final_label\nx,y\n")
+    (folder / "excluded.csv").unlink()
+    (folder / "notes.txt").write_text("hello")
+    report = verify_folder(folder)
+    assert not report.ok
+    assert report.changed == ["labels.csv"] and report.missing == ["excluded.csv"]
+    assert report.extra == ["notes.txt"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["labels.csv"]["sha256"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    assert any("Merkle root" in p for p in verify_folder(folder).problems)
+
+
+def test_signing(ws: Workspace, tmp_path: Path) -> None:
+    create(ws, "v1")
+    before = _head(ws)
+    refused = sign(ws, "v1", password="wrong password!")
+    assert isinstance(refused.error, PermissionDeniedError) and "password" in str(refused.error)
+    with ws.sessions() as s:
+        events = s.scalars(select(AuditEvent).where(AuditEvent.seq > before)).all()
+        assert [e.action for e in events] == ["release.sign_refused"]
+        assert not service.signatures(s, s.scalars(select(Release)).one())
+    outcome = sign(ws, "v1")
+    assert outcome.error is None and outcome.signature is not None
+    assert outcome.signature.printed_name == "Quinn Approver"
+    assert outcome.signature.signed_at.endswith("Z")
+    again = sign(ws, "v1")
+    assert isinstance(again.error, ConflictError) and "already signed" in str(again.error)
+    assert sign(ws, "v1", username="rita").error is not None  # no password, no approver role
+    folder = write(ws, "v1", tmp_path / "v1")
+    report = verify_folder(folder)
+    assert report.ok and [s.signer for s in report.signatures] == ["quinn"]
+    assert report.signatures[0].meaning == "approved for training"
+    # Moving the signature to another release breaks it.
+    adjudicate(ws, "b.png", "normal")
+    create(ws, "v2")
+    other = write(ws, "v2", tmp_path / "v2")
+    (other / "signatures").mkdir()
+    shutil.copy(folder / "signatures" / "quinn.json", other / "signatures" / "quinn.json")
+    moved = verify_folder(other)
+    assert not moved.ok and "another manifest" in moved.signatures[0].problem
+    # Editing the signature breaks it.
+    path = folder / "signatures" / "quinn.json"
+    doc = json.loads(path.read_text())
+    doc["meaning"] = "approved for clinical use"
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    edited = verify_folder(folder)
+    assert not edited.ok and "edited" in edited.signatures[0].problem
+
+
+def test_separation_of_duties(ws: Workspace) -> None:
+    adjudicate(ws, "b.png", "normal")
+    adjudicate(ws, "d.png", "normal")
+    create(ws, "v1", max_adjudicated_share=0.2)
+    outcome = sign(ws, "v1", username="sam")
+    assert isinstance(outcome.error, PermissionDeniedError)
+    assert "separation of duties" in str(outcome.error) and "29%" in str(outcome.error)
+    assert sign(ws, "v1", username="quinn").error is None
+
+
+def test_identifiers_in_any_file_refuse_the_release(ws: Workspace) -> None:
+    ws.vault.derive(KEY, "patient", "SMITH-0042")
+    before = _head(ws)
+    ids = service.vault_identifiers(ws.vault, KEY)
+    assert ("patient", "SMITH-0042") in ids
+    with pytest.raises(InputError) as err:
+        create(ws, "v1", identifiers=ids, limitations=["Collected from smith-0042's clinic."])
+    assert "datasheet.html" in str(err.value) and "SMITH" not in str(err.value).upper()
+    assert _head(ws) == before
+    release = create(ws, "v1", identifiers=ids)
+    assert release.checks["no_identifiers"] == {"ok": True, "identifiers_searched": 1,
+                                                 "found": []}
+
+
+def test_splits_keep_patients_together_and_are_seeded() -> None:
+    rows = []
+    for p in range(60):
+        for k in range(1 + p % 3):
+            rows.append({"item": f"i{p}-{k}", "patient": f"P{p}", "label": "ab"[p % 2],
+                         "site": "xyz"[p % 3]})
+    rows.append({"item": "lonely", "patient": None, "label": "a", "site": "x"})
+    table = pd.DataFrame(rows)
+    splits = make_splits(table, seed=3)
+    assert patients_in_several_splits(table, splits) == []
+    assert splits.equals(make_splits(table, seed=3))
+    assert not splits.equals(make_splits(table, seed=4))
+    shares = splits.value_counts(normalize=True)
+    assert shares["train"] == pytest.approx(0.7, abs=0.1)
+    assert shares["test"] == pytest.approx(0.15, abs=0.08)
+    for _key, group in table.assign(split=splits).groupby(["label", "site"]):
+        assert group["split"].nunique() == 3  # every stratum reaches every split
+    with pytest.raises(InputError):
+        make_splits(table, seed=0, fractions={"train": 0.5, "test": 0.3})
+
+
+def test_diff_names_changes_with_reason_and_audit_event(ws: Workspace) -> None:
+    create(ws, "v1")
+    adjudicate(ws, "b.png", "normal", reason="radiologist consensus meeting")
+    with ws.unit("lead") as s:
+        project = projects.get_project(s, KEY)
+        projects.add_guideline_version(s, project, body="v2", change_note="Define nodule size.")
+    create(ws, "v2", exclude={"h.png": "not read yet", "g.png": "duplicate image"})
+    with ws.sessions() as s:
+        project = projects.get_project(s, KEY)
+        v1, v2 = (service.get_release(s, project, n) for n in ("v1", "v2"))
+        assert v2.parent_id == v1.id
+        result = release_diff.diff_releases(s, v1, v2)
+        change = result["label_changed"][0]
+        event = s.scalar(select(AuditEvent).where(AuditEvent.seq == change["audit_event"]["seq"]))
+    assert result["summary"] == {"added": 0, "removed": 1, "label_changed": 1,
+                                 "split_changed": 0}
+    assert change["item"] == "b.png" and (change["from"], change["to"]) == ("nodule", "normal")
+    assert "radiologist consensus meeting" in change["why"] and "sam" in change["why"]
+    assert event is not None and event.entity_type == "annotations"
+    assert result["removed"] == [{"item": "g.png", "label": "effusion",
+                                  "reason": "excluded by lead: duplicate image"}]
+    assert result["guideline_changes"][0]["change_note"] == "Define nodule size."
+    text = release_diff.diff_text(result)
+    assert "b.png: nodule -> normal" in text and "Define nodule size." in text
+
+
+def test_export_tables_with_provenance_and_test_split_access_is_audited(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    from truthset.release.export import export_release
+
+    create(ws, "v1", fractions={"train": 0.5, "validation": 0.2, "test": 0.3})
+    with ws.unit("ml") as s:
+        release = service.get_release(s, projects.get_project(s, KEY), "v1")
+        written = export_release(s, release, tmp_path / "out", formats=["csv", "parquet"])
+    assert sorted(p.name for p in written) == ["labels.csv", "labels.parquet", "reads.csv",
+                                               "reads.parquet"]
+    labels = pd.read_parquet(tmp_path / "out" / "labels.parquet")
+    assert {"final_label", "label_source", "consensus_method", "readers", "adjudicator",
+            "guideline_versions", "split"} <= set(labels.columns)
+    assert labels.equals(pd.read_parquet(tmp_path / "out" / "labels.parquet"))
+    with ws.sessions() as s:
+        actions = [e.action for e in s.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
+    assert actions[-2:] == ["release.export", "release.test_split_access"]
+    with ws.unit("ml") as s:
+        release = service.get_release(s, projects.get_project(s, KEY), "v1")
+        with pytest.raises(InputError, match="COCO needs a box or polygon"):
+            export_release(s, release, tmp_path / "coco", formats=["coco"])
+        with pytest.raises(InputError, match="unknown split"):
+            export_release(s, release, tmp_path / "x", formats=["csv"], splits=["holdout"])
