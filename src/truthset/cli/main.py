@@ -8,9 +8,9 @@ from truthset.cli import (  # noqa: F401
     agree_cmd,
     audit_cmds,
     demo_cmd,
-    release_cmds,
     serve_cmds,
     staple_cmd,
+    workflow_cmds,
     workspace_cmds,
 )
 from truthset.cli.app import app

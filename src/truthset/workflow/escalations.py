@@ -63,7 +63,7 @@ def list_escalations(session: Session, project: Project, *, status: str | None =
             "assignee": holder if held else None,
         })
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    return frame[frame["overdue"]] if overdue_only else frame
+    return frame[frame["overdue"].astype(bool)].reset_index(drop=True) if overdue_only else frame
 
 
 def report_overdue(session: Session, project: Project, *,
