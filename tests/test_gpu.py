@@ -17,8 +17,7 @@ import pytest
 
 from truthset.domain.errors import InputError
 from truthset.io.tables import read_table
-from truthset.quality import STAPLE, DawidSkene, encode
-from truthset.quality import gpu
+from truthset.quality import STAPLE, DawidSkene, encode, gpu
 
 HAS_TORCH = gpu.torch_available()
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
