@@ -8,6 +8,7 @@ from truthset.cli import (  # noqa: F401
     agree_cmd,
     audit_cmds,
     demo_cmd,
+    imaging_cmds,
     serve_cmds,
     staple_cmd,
     workflow_cmds,

@@ -1,0 +1,73 @@
+"""``truthset quarantine list|clear|redact``: decide on images that may show identity."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from truthset.cli.app import app, console, handle_errors
+from truthset.cli.context import ActorOption, WorkspaceOption, actor_name, open_workspace
+from truthset.workspace import projects, quarantine
+
+quarantine_app = typer.Typer(
+    help="Images held because their pixels may show identity: list, clear or redact them "
+         "(project managers and administrators; pass --actor USERNAME).",
+    no_args_is_help=True,
+)
+app.add_typer(quarantine_app, name="quarantine")
+
+ProjectOption = Annotated[str, typer.Option("--project", "-p", help="Project key.")]
+
+
+@quarantine_app.command("list")
+@handle_errors
+def quarantine_list(project: ProjectOption, workspace: WorkspaceOption = None) -> None:
+    """List the quarantined items of a project and why each is held."""
+    with open_workspace(workspace) as ws, ws.unit("cli:read") as session:
+        proj = projects.get_project(session, project)
+        table = Table("item", "kind", "modality", "instances", "why")
+        for item in quarantine.list_quarantined(session, proj):
+            table.add_row(item.external_id, item.kind, item.modality or "",
+                          str(len(item.media or [])),
+                          "; ".join(item.attributes.get("quarantine_reasons", [])))
+        console.print(table)
+
+
+@quarantine_app.command("clear")
+@handle_errors
+def quarantine_clear(
+    item: Annotated[str, typer.Argument(help="External id of the item (series or instance "
+                                             "UID).")],
+    project: ProjectOption,
+    note: Annotated[str, typer.Option(help="What you checked (required).")],
+    workspace: WorkspaceOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Release an item unchanged: you looked at every frame and saw nothing identifying."""
+    with open_workspace(workspace) as ws, ws.unit(actor_name(actor)) as session:
+        proj = projects.get_project(session, project)
+        row = quarantine.clear_item(session, proj, item, actor=actor_name(actor), note=note)
+        console.print(f"cleared item {row.id} ({row.external_id})")
+
+
+@quarantine_app.command("redact")
+@handle_errors
+def quarantine_redact(
+    item: Annotated[str, typer.Argument(help="External id of the item.")],
+    project: ProjectOption,
+    region: Annotated[list[str], typer.Option(
+        "--region", help="Rectangle to black out in every frame: x,y,width,height (repeat).")],
+    note: Annotated[str, typer.Option(help="Why these regions.")] = "",
+    workspace: WorkspaceOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Black out rectangles in every frame of a quarantined DICOM item, then release it."""
+    regions = [quarantine.Region.parse(r) for r in region]
+    with open_workspace(workspace) as ws, ws.unit(actor_name(actor)) as session:
+        proj = projects.get_project(session, project)
+        row = quarantine.redact_item(session, ws.blobs, proj, item, actor=actor_name(actor),
+                                     regions=regions, note=note)
+        console.print(f"redacted {len(row.media)} instance(s) of item {row.id} "
+                      f"({row.external_id}) and released it")
