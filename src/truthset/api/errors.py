@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from truthset import audit
+from truthset.api import logs
 from truthset.auth.errors import AuthenticationError, CsrfError, ThrottledError
 from truthset.domain.errors import (
     ConflictError,
@@ -83,7 +84,8 @@ def _audit_denied(request: Request, reason: str) -> None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers on ``app``."""
+    """Register the handlers on ``app`` (and keep exception messages out of the API's log)."""
+    logs.install()
 
     @app.exception_handler(InputError)
     def _input(_request: Request, exc: InputError) -> JSONResponse:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from truthset.api.logs import LOG_CONFIG
 from truthset.auth import memberships, tokens
 from truthset.cli.app import app, console, handle_errors
 from truthset.cli.context import ActorOption, WorkspaceOption, actor_name, open_workspace
@@ -46,7 +47,7 @@ def serve_cmd(
     uvicorn.run(
         "truthset.api.app:create_app_from_env", factory=True, host=host, port=port,
         workers=workers, proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips,
-        log_level="info", access_log=False,
+        log_level="info", access_log=False, log_config=LOG_CONFIG,
     )
 
 
