@@ -49,14 +49,16 @@ def peer_alpha(data: np.ndarray, level: Any) -> float:
     return float(krippendorff.alpha(data, level_of_measurement=level))
 
 
-def timed(fn: Callable[[], float], repeat: int) -> tuple[float, float]:
-    """Median wall time of ``repeat`` calls and the value of the last."""
-    times, value = [], float("nan")
+def timed(fn: Callable[[], float], repeat: int) -> tuple[float, float, float]:
+    """Median wall time of ``repeat`` calls, the value of the last, and the median CPU time
+    (``process_time``, all threads of the process)."""
+    times, cpus, value = [], [], float("nan")
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         value = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), value
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(times), value, statistics.median(cpus)
 
 
 def main() -> None:
@@ -80,15 +82,18 @@ def main() -> None:
         f"data: {args.annotators} annotators x {args.items} items, "
         f"{np.isnan(data).mean():.1%} missing, values 1..5; median of {args.repeat} runs\n"
     )
-    print("| level | truthset (s) | krippendorff pkg (s) | speed-up | truthset alpha | pkg alpha |")
+    print(
+        "| level | truthset s (CPU s) | krippendorff pkg s (CPU s) | speed-up wall / CPU "
+        "| truthset alpha | pkg alpha |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for level in args.levels.split(","):
-        ours_t, ours = timed(partial(ours_alpha, data, level), args.repeat)
-        peer_t, peer = timed(partial(peer_alpha, data, level), args.repeat)
+        ours_t, ours, ours_c = timed(partial(ours_alpha, data, level), args.repeat)
+        peer_t, peer, peer_c = timed(partial(peer_alpha, data, level), args.repeat)
         assert abs(ours - peer) < 1e-9, (level, ours, peer)
         print(
-            f"| {level} | {ours_t:.2f} | {peer_t:.2f} | {peer_t / ours_t:.1f}x "
-            f"| {ours:.6f} | {peer:.6f} |"
+            f"| {level} | {ours_t:.2f} ({ours_c:.2f}) | {peer_t:.2f} ({peer_c:.2f}) "
+            f"| {peer_t / ours_t:.1f}x / {peer_c / ours_c:.1f}x | {ours:.6f} | {peer:.6f} |"
         )
 
     boot = make_data(5, args.boot_items, args.missing, args.seed + 1)

@@ -75,15 +75,18 @@ def simulate(
     return table, truth_series
 
 
-def timed(fn: Callable[[], pd.Series], repeats: int) -> tuple[pd.Series, float]:
-    """Result of ``fn`` and the median wall time over ``repeats`` runs."""
-    times = []
+def timed(fn: Callable[[], pd.Series], repeats: int) -> tuple[pd.Series, float, float]:
+    """Result of ``fn``, the median wall time and the median CPU time (``process_time``: all
+    threads of this process) over ``repeats`` runs. On a shared machine the CPU time is the
+    steadier figure: it does not count the time other processes held the cores."""
+    walls, cpus = [], []
     result = pd.Series(dtype=object)
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - start)
-    return result, statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    return result, statistics.median(walls), statistics.median(cpus)
 
 
 def accuracy(labels: pd.Series, truth: pd.Series) -> float:
@@ -109,21 +112,28 @@ def run_pair(
     """Fit both libraries' GLAD and MACE on one table; one row of results per method."""
     ck_table = table.rename(columns={"item": "task", "annotator": "worker"})
     rows: list[dict[str, Any]] = []
-    ours_glad, t_ours = timed(lambda: GLAD().fit_predict(table), repeats)
-    theirs_glad, t_theirs = timed(lambda: crowdkit.GLAD().fit_predict(ck_table), 1)
-    rows.append(row("GLAD", ours_glad, t_ours, theirs_glad, t_theirs, truth))
-    ours_mace, t_ours = timed(lambda: MACE().fit_predict(table), repeats)
-    theirs_mace, t_theirs = timed(lambda: crowdkit.MACE().fit_predict(ck_table), 1)
-    rows.append(row("MACE", ours_mace, t_ours, theirs_mace, t_theirs, truth))
+    ours_glad, t_ours, c_ours = timed(lambda: GLAD().fit_predict(table), repeats)
+    theirs_glad, t_theirs, c_theirs = timed(lambda: crowdkit.GLAD().fit_predict(ck_table), 1)
+    rows.append(row("GLAD", ours_glad, (t_ours, c_ours), theirs_glad, (t_theirs, c_theirs), truth))
+    ours_mace, t_ours, c_ours = timed(lambda: MACE().fit_predict(table), repeats)
+    theirs_mace, t_theirs, c_theirs = timed(lambda: crowdkit.MACE().fit_predict(ck_table), 1)
+    rows.append(row("MACE", ours_mace, (t_ours, c_ours), theirs_mace, (t_theirs, c_theirs), truth))
     if mace_variants:
-        one, _ = timed(lambda: crowdkit.MACE(n_restarts=1).fit_predict(ck_table), 1)
+        one, _, _ = timed(lambda: crowdkit.MACE(n_restarts=1).fit_predict(ck_table), 1)
         # crowd-kit reseeds every restart identically, so 1 restart == its default 10.
         rows[-1]["crowd-kit 1 restart identical"] = bool((one == theirs_mace).all())
         renamed, names = ordered_for_crowdkit(ck_table)
-        fixed, t_fixed = timed(lambda: crowdkit.MACE().fit_predict(renamed), 1)
+        fixed, t_fixed, c_fixed = timed(lambda: crowdkit.MACE().fit_predict(renamed), 1)
         fixed = fixed.map(lambda code: names[int(code)])
         rows.append(
-            row("MACE (crowd-kit, order bug avoided)", ours_mace, t_ours, fixed, t_fixed, truth)
+            row(
+                "MACE (crowd-kit, order bug avoided)",
+                ours_mace,
+                (t_ours, c_ours),
+                fixed,
+                (t_fixed, c_fixed),
+                truth,
+            )
         )
     return rows
 
@@ -131,18 +141,21 @@ def run_pair(
 def row(
     method: str,
     ours: pd.Series,
-    t_ours: float,
+    t_ours: tuple[float, float],
     theirs: pd.Series,
-    t_theirs: float,
+    t_theirs: tuple[float, float],
     truth: pd.Series,
 ) -> dict[str, Any]:
-    """One line of the results table."""
+    """One line of the results table (times are ``(wall, cpu)`` pairs)."""
     theirs = theirs[ours.index]
     return {
         "method": method,
-        "Truthset s": t_ours,
-        "crowd-kit s": t_theirs,
-        "speed-up": t_theirs / t_ours,
+        "Truthset s": t_ours[0],
+        "crowd-kit s": t_theirs[0],
+        "speed-up": t_theirs[0] / t_ours[0],
+        "Truthset CPU s": t_ours[1],
+        "crowd-kit CPU s": t_theirs[1],
+        "CPU speed-up": t_theirs[1] / t_ours[1],
         "Truthset acc": accuracy(ours, truth),
         "crowd-kit acc": accuracy(theirs, truth),
         "same labels": float((ours.astype(str) == theirs.astype(str)).mean()),
@@ -218,7 +231,8 @@ def main() -> None:
         f"Machine: {machine()}. Command: `.venv/bin/python bench/bench_glad_mace.py"
         f"{'' if args.items == 20_000 else f' --items {args.items}'}`. Truthset times: median "
         f"of {args.repeats} runs; crowd-kit: one run. Both with default settings; times include "
-        "encoding the table.\n"
+        "encoding the table. `s` = wall clock, `CPU s` = CPU time of the process (all its "
+        "threads), the steadier figure on a shared machine.\n"
     )
     args.out.write_text(header + "\n" + "\n\n".join(sections) + "\n")
     print(f"wrote {args.out}")
