@@ -79,12 +79,49 @@ def test_mask_and_box_estimators_importable_from_the_package() -> None:
         "fuse_boxes",
         "matched_f1",
         "box_iou_matrix",
+        "BoxFusion",
     ):
         assert name in quality.__all__ and callable(getattr(quality, name))
     masks = [np.zeros((4, 4), bool) for _ in range(3)]
     for m in masks:
         m[1:3, 1:3] = True
     assert quality.STAPLE().fit(masks).consensus.sum() == 4
+
+
+def test_mask_and_box_estimators_share_the_shape() -> None:
+    rng = np.random.default_rng(0)
+    truth = np.zeros((12, 12), bool)
+    truth[3:9, 2:10] = True
+    masks = [truth ^ (rng.random(truth.shape) < 0.05) for _ in range(4)]
+    staple = quality.STAPLE()
+    fitted = staple.fit(masks)
+    assert np.array_equal(staple.fit_predict(masks), fitted.consensus)
+    assert np.array_equal(staple.fit_predict_proba(masks), fitted.probability)
+    maps = [np.where(m, 2, 0) for m in masks]
+    ml = quality.MultiLabelSTAPLE(return_probabilities=False)
+    assert np.array_equal(ml.fit_predict(maps), ml.fit(maps).labels)
+    proba = ml.fit_predict_proba(maps)
+    assert proba.shape == (3, 12, 12) and ml.return_probabilities is False
+    np.testing.assert_allclose(proba.sum(axis=0), 1.0, atol=1e-6)
+
+    boxes = pd.DataFrame(
+        {
+            "item": ["img1"] * 4,
+            "annotator": ["r1", "r2", "r3", "r1"],
+            "label": ["nodule"] * 4,
+            "x0": [10, 12, 11, 100],
+            "y0": [10, 11, 9, 100],
+            "x1": [50, 49, 51, 120],
+            "y1": [50, 52, 50, 130],
+        }
+    )
+    fusion = quality.BoxFusion(iou_threshold=0.5)
+    findings = fusion.fit_predict(boxes)
+    assert findings.equals(fusion.findings_)
+    assert sorted(findings["n_readers"]) == [1, 3]
+    assert findings["n_readers_total"].tolist() == [3, 3]
+    pl = pytest.importorskip("polars")
+    assert quality.BoxFusion(iou_threshold=0.5).fit_predict(pl.from_pandas(boxes)).equals(findings)
 
 
 # -- crowd-kit's column names and polars tables ---------------------------------------------

@@ -44,6 +44,7 @@ from truthset.quality.agreement import (
     percent_agreement,
 )
 from truthset.quality.boxes import (
+    BoxFusion,
     BoxMatch,
     Finding,
     box_iou_matrix,
@@ -82,6 +83,7 @@ __all__ = [
     "STAPLE",
     "Aggregator",
     "AgreementResult",
+    "BoxFusion",
     "BoxMatch",
     "DawidSkene",
     "EncodedLabels",

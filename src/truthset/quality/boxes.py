@@ -16,6 +16,8 @@ boxes have IoU 0.
   join the finding whose current fused box overlaps them most (IoU > threshold); the fused
   box is the confidence-weighted mean of its members' coordinates. With one box per reader
   and finding, the coordinates equal those of ``ensemble_boxes.weighted_boxes_fusion``.
+- :class:`BoxFusion` — :func:`fuse_box_table` in the estimator shape of the other aggregators
+  (``fit`` / ``fit_predict``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linear_sum_assignment
 
 from truthset.domain.errors import InputError
+from truthset.quality.table import as_pandas
 
 __all__ = [
     "BoxMatch",
@@ -415,6 +418,9 @@ def fuse_box_table(
     InputError
         Naming the row and field of a missing column or a non-numeric or inverted box.
     """
+    table = as_pandas(table)
+    if not isinstance(table, pd.DataFrame):
+        raise InputError("expected a table (pandas or polars DataFrame)", source=source)
     cols = _COORDS_3D if "z0" in table.columns else _COORDS_2D
     for name in ("item", "annotator", "label", *cols):
         if name not in table.columns:
@@ -503,3 +509,51 @@ def fuse_box_table(
         "mean_score",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+class BoxFusion:
+    """Box fusion in the estimator shape shared by the quality engine's aggregators.
+
+    Parameters
+    ----------
+    iou_threshold, reader_weights, annotators:
+        As in :func:`fuse_box_table`.
+
+    Attributes
+    ----------
+    findings_ : pandas.DataFrame
+        One row per finding (see :func:`fuse_box_table`), with ``n_readers`` and ``support``:
+        how many of the readers saw it.
+    """
+
+    def __init__(
+        self,
+        iou_threshold: float = 0.55,
+        *,
+        reader_weights: Mapping[str, float] | None = None,
+        annotators: Sequence[str] | None = None,
+    ) -> None:
+        self.iou_threshold = iou_threshold
+        self.reader_weights = reader_weights
+        self.annotators = annotators
+
+    def fit(self, table: pd.DataFrame, *, source: str | None = None) -> BoxFusion:
+        """Fuse a long box table (``item, annotator, label, x0, y0, x1, y1[, score]``).
+
+        Raises
+        ------
+        InputError
+            As :func:`fuse_box_table`.
+        """
+        self.findings_ = fuse_box_table(
+            table,
+            self.iou_threshold,
+            reader_weights=self.reader_weights,
+            annotators=self.annotators,
+            source=source,
+        )
+        return self
+
+    def fit_predict(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Fit, then return the findings table."""
+        return self.fit(table).findings_

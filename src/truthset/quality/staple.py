@@ -438,6 +438,26 @@ class STAPLE:
             notes=tuple(notes),
         )
 
+    def fit_predict(
+        self,
+        masks: Sequence[ArrayLike] | NDArray[np.generic],
+        names: Sequence[str] | None = None,
+        *,
+        foreground: int | None = None,
+    ) -> NDArray[np.bool_]:
+        """Fit, then return the consensus mask (the shape every estimator shares)."""
+        return self.fit(masks, names, foreground=foreground).consensus
+
+    def fit_predict_proba(
+        self,
+        masks: Sequence[ArrayLike] | NDArray[np.generic],
+        names: Sequence[str] | None = None,
+        *,
+        foreground: int | None = None,
+    ) -> NDArray[np.floating]:
+        """Fit, then return the probability map (posterior probability of foreground)."""
+        return self.fit(masks, names, foreground=foreground).probability
+
 
 def _posterior(
     l1: NDArray[np.float64], l0: NDArray[np.float64], fallback: float
@@ -623,6 +643,29 @@ class MultiLabelSTAPLE:
             converged=converged,
             readers=tuple(readers),
         )
+
+    def fit_predict(
+        self,
+        label_maps: Sequence[ArrayLike] | NDArray[np.generic],
+        names: Sequence[str] | None = None,
+    ) -> NDArray[np.integer]:
+        """Fit, then return the consensus label map."""
+        return self.fit(label_maps, names).labels
+
+    def fit_predict_proba(
+        self,
+        label_maps: Sequence[ArrayLike] | NDArray[np.generic],
+        names: Sequence[str] | None = None,
+    ) -> NDArray[np.floating]:
+        """Fit, then return the per-label probability maps, shape ``(n_labels, *shape)``."""
+        keep = self.return_probabilities
+        self.return_probabilities = True
+        try:
+            probabilities = self.fit(label_maps, names).probabilities
+        finally:
+            self.return_probabilities = keep
+        assert probabilities is not None
+        return probabilities
 
 
 def _ml_posterior(
