@@ -74,6 +74,10 @@ class Action(StrEnum):
     REVIEW = "review.create"
     ADJUDICATE = "adjudicate"
     STATS_READ = "stats.read"
+    RELEASE_READ = "release.read"
+    RELEASE_CREATE = "release.create"
+    RELEASE_SIGN = "release.sign"
+    RELEASE_DOWNLOAD = "release.download"
 
 
 A, M, N, R, J, U, S = (Role.ADMIN, Role.MANAGER, Role.ANNOTATOR, Role.REVIEWER,
@@ -105,13 +109,18 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.REVIEW: frozenset({R, J}),
     Action.ADJUDICATE: frozenset({J}),
     Action.STATS_READ: frozenset({A, M, U}),
+    Action.RELEASE_READ: _OVERSEERS,
+    Action.RELEASE_CREATE: frozenset({A, M}),
+    Action.RELEASE_SIGN: frozenset({A, M}),
+    Action.RELEASE_DOWNLOAD: frozenset({A, M, U, S}),
 }
 
 #: Actions that read only; a global auditor gets these in every project and nothing else.
 READ_ONLY = frozenset({
     Action.AUDIT_READ_ALL, Action.PROJECT_READ, Action.MEMBERS_READ, Action.ITEM_READ,
     Action.ANNOTATION_READ, Action.ANNOTATION_READ_ALL, Action.CONSENSUS_READ,
-    Action.AGREEMENT_READ, Action.AUDIT_READ, Action.STATS_READ,
+    Action.AGREEMENT_READ, Action.AUDIT_READ, Action.STATS_READ, Action.RELEASE_READ,
+    Action.RELEASE_DOWNLOAD,
 })
 
 _GLOBAL_ACTIONS = frozenset({Action.PROJECT_CREATE, Action.USER_ADMIN, Action.AUDIT_READ_ALL})

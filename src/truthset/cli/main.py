@@ -9,6 +9,7 @@ from truthset.cli import (  # noqa: F401
     audit_cmds,
     demo_cmd,
     imaging_cmds,
+    release_cmds,
     serve_cmds,
     staple_cmd,
     workflow_cmds,
