@@ -149,6 +149,36 @@ def _consensus_exists(world: World, _caller: str) -> dict[str, Any]:
     return {}
 
 
+#: The workflow probes' policy: every stage open to tier 1, so alpha's members qualify.
+WORKFLOW_POLICY = ("workflow: consensus\nk: 2\ntarget: 0.9\ntiers:\n  annotate: 1\n"
+                   "  review: 1\n  adjudicate: 1\n")
+
+
+def _workflow_item(world: World, caller: str, *, queued: bool) -> dict[str, Any]:
+    """A fresh item of alpha (queued under the workflow policy when ``queued``)."""
+    from truthset.workflow import policies, queue
+
+    with world.ws.unit("seed") as s:
+        alpha = projects.get_project(s, "alpha")
+        if policies.current_policy(s, alpha).version == 0:
+            policies.set_policy(s, alpha, WORKFLOW_POLICY)
+        n = len(s.scalars(select(Item.id).where(Item.project_id == alpha.id)).all())
+        name = f"wf-{caller}-{n}"
+        s.add(Item(project_id=alpha.id, external_id=name, kind="image"))
+        s.flush()
+        if queued:
+            queue.enqueue(s, alpha, [name])
+    return {"item_name": name}
+
+
+def _fresh_slot(world: World, caller: str) -> dict[str, Any]:
+    return _workflow_item(world, caller, queued=True)
+
+
+def _fresh_item(world: World, caller: str) -> dict[str, Any]:
+    return _workflow_item(world, caller, queued=False)
+
+
 # --- content checks (blinding) ---------------------------------------------------------------
 def _only_own_labels_unless_overseer(world: World, caller: str, reply: Any) -> None:
     authors = {a["author"] for a in reply.json()["items"]}
@@ -310,6 +340,44 @@ EXPECT: dict[str, list[Probe]] = {
     "GET /api/v1/projects/{key}/agreement": [
         Probe("/api/v1/projects/alpha/agreement?metric=percent", OVERSEE),
     ],
+    # -- workflow: policy, task queue, reviews, adjudications, readers, escalations --
+    "GET /api/v1/projects/{key}/policy": [Probe("/api/v1/projects/alpha/policy", MEMBERS)],
+    "PUT /api/v1/projects/{key}/policy": [
+        Probe("/api/v1/projects/alpha/policy", MANAGE, kwargs={"json": {"text": "WF_POLICY"}}),
+    ],
+    "POST /api/v1/projects/{key}/tasks/enqueue": [
+        Probe("/api/v1/projects/alpha/tasks/enqueue", MANAGE, prepare=_fresh_item,
+              kwargs={"json": {}}),
+    ],
+    "POST /api/v1/projects/{key}/tasks/next": [
+        Probe("/api/v1/projects/alpha/tasks/next", READERS, prepare=_fresh_slot),
+    ],
+    "POST /api/v1/projects/{key}/tasks/{task_id}/submit": [
+        Probe("/api/v1/projects/alpha/tasks/999999/submit", READERS, ok=(404,),
+              kwargs={"json": {"payload": {"label": "normal"}}}, label="unknown task"),
+    ],
+    "POST /api/v1/projects/{key}/tasks/{task_id}/reviews": [
+        Probe("/api/v1/projects/alpha/tasks/999999/reviews", frozenset({"reviewer",
+                                                                         "adjudicator"}),
+              ok=(404,), kwargs={"json": {"decision": "accept"}}, label="unknown task"),
+    ],
+    "POST /api/v1/projects/{key}/tasks/{task_id}/adjudications": [
+        Probe("/api/v1/projects/alpha/tasks/999999/adjudications", frozenset({"adjudicator"}),
+              ok=(404,), kwargs={"json": {"payload": {"label": "normal"}, "reason": "r"}},
+              label="unknown task"),
+    ],
+    "GET /api/v1/projects/{key}/readers": [
+        Probe("/api/v1/projects/alpha/readers", MANAGE | AUDITORS),
+    ],
+    "GET /api/v1/projects/{key}/readers/me": [
+        Probe("/api/v1/projects/alpha/readers/me", READERS),
+    ],
+    "GET /api/v1/projects/{key}/readers/{username}": [
+        Probe("/api/v1/projects/alpha/readers/annotator", MANAGE | AUDITORS),
+    ],
+    "GET /api/v1/projects/{key}/escalations": [
+        Probe("/api/v1/projects/alpha/escalations", OVERSEE),
+    ],
     # -- audit --
     "GET /api/v1/audit/events": [
         Probe("/api/v1/audit/events?project=alpha", MANAGE | AUDITORS, label="one project"),
@@ -375,6 +443,8 @@ def _fill(text: str, values: dict[str, Any]) -> str:
 def _render(value: Any, values: dict[str, Any]) -> Any:
     if value == "SCHEMA":
         return SCHEMA
+    if value == "WF_POLICY":
+        return WORKFLOW_POLICY
     if isinstance(value, str):
         return _fill(value, values)
     if isinstance(value, dict):

@@ -93,8 +93,8 @@ def test_refused_submits_write_nothing_and_are_audited(workspace: Workspace) -> 
     with pytest.raises(NotFoundError):
         call(workspace, "r0", queue.submit, 99999, {"label": "normal"})
     with workspace.sessions() as s:
-        reasons = [e.after for e in s.scalars(sa.select(AuditEvent)
-                                               .where(AuditEvent.action == "refused"))]
+        reasons = [e.after for e in s.scalars(sa.select(AuditEvent).where(
+            AuditEvent.action.in_(("refused", "denied")), AuditEvent.entity_type == "tasks"))]
     assert len(reasons) == 5
     assert all('"user"' in r and '"reason"' in r for r in reasons)
 

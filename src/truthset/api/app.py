@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from truthset.api.deps import ApiSettings
 from truthset.api.errors import install_error_handlers
 from truthset.api.limits import BodyLimitMiddleware
-from truthset.api.routes import audit, auth, items, projects, releases, users
+from truthset.api.routes import audit, auth, items, projects, releases, tasks, users
 from truthset.api.routes.common import PREFIX
 from truthset.auth.oidc import OidcClient, OidcConfig
 from truthset.workspace.workspace import Workspace
@@ -51,7 +51,8 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
     app.state.workspace = workspace
     app.state.settings = settings or ApiSettings()
     install_error_handlers(app)
-    for module in (auth, users, projects, items, audit, releases):
+    tasks.install_refusal_handler(app)
+    for module in (auth, users, projects, items, audit, releases, tasks):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["meta"])

@@ -114,7 +114,8 @@ class TaskInputError(Refusal, InputError):
 
 def _refuse(error: Refusal, task: Task | None, user: User, what: str) -> Refusal:
     error.event = {
-        "action": "refused", "entity_type": "tasks",
+        "action": "denied" if isinstance(error, PermissionDeniedError) else "refused",
+        "entity_type": "tasks",
         "entity_id": None if task is None else task.id,
         "project_id": None if task is None else task.project_id,
         "after": {"attempt": what, "user": user.username, "reason": str(error),
@@ -418,11 +419,13 @@ def enqueue(session: Session, project: Project, external_ids: list[str] | None =
         if missing:
             raise InputError(f"no item {missing[0]!r} in project {project.key!r}", field="item")
         stmt = stmt.where(Item.external_id.in_(external_ids))
-    n = 0
+    queued = []
     for item in session.scalars(stmt.order_by(Item.id)).all():
         advance(session, project, item, current=cur, now=now)
-        n += 1
-    return n
+        queued.append(item.id)
+    audit.record(session, action="enqueue", entity_type="items", project_id=project.id,
+                 after={"policy_version": cur.version, "items": queued})
+    return len(queued)
 
 
 # -- leasing -------------------------------------------------------------------------------------

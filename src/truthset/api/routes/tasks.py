@@ -1,0 +1,316 @@
+"""The workflow over HTTP: policy, the task queue, reviews, adjudications, reader statistics
+and escalations.
+
+Blinding: a task in the annotate stage shows its item and nothing any other reader said; a
+review shows the one read under review; an adjudication shows every read side by side. Refused
+task actions (not your task, twice, expired lease, bad payload) are audited in a transaction of
+their own after the request's is rolled back (:func:`install_refusal_handler`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from truthset.api.deps import Ctx, CtxDep
+from truthset.api.errors import error_body
+from truthset.api.routes.common import KEY_PATTERN, PREFIX, load_project, load_user
+from truthset.auth.policy import Action
+from truthset.domain.errors import InputError, NotFoundError, PermissionDeniedError
+from truthset.store.models import User
+from truthset.workflow import escalations, policies, queue
+from truthset.workflow import readers as rd
+
+log = logging.getLogger("truthset.api")
+
+router = APIRouter(prefix=PREFIX + "/projects/{key}", tags=["workflow"])
+
+Key = Annotated[str, Path(pattern=KEY_PATTERN, description="Project key.")]
+TaskId = Annotated[int, Path(ge=1, le=2**62, description="Task id.")]
+Username = Annotated[str, Path(min_length=1, max_length=100, description="User name.")]
+
+
+# -- bodies ------------------------------------------------------------------------------------
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PolicyIn(_In):
+    """A workflow policy as YAML text (see docs/workflow.md)."""
+
+    text: str = Field(min_length=1, max_length=100_000)
+
+
+class PolicyOut(BaseModel):
+    """The policy in force (version 0: the built-in default)."""
+
+    version: int
+    policy: dict[str, Any]
+
+
+class EnqueueIn(_In):
+    """Items to put into the workflow (external ids); ``null``: every item not yet queued."""
+
+    items: list[Annotated[str, Field(min_length=1, max_length=255)]] | None = Field(
+        default=None, max_length=100_000)
+
+
+class EnqueueOut(BaseModel):
+    """How many items were queued."""
+
+    queued: int
+
+
+class TaskOut(BaseModel):
+    """A task leased to you. ``context``: the read under review (review), every read and the
+    escalation (adjudicate), or the model draft (annotate, under ``prelabels: draft``)."""
+
+    task_id: int
+    project: str
+    item_id: int
+    external_id: str
+    stage: str
+    lease_expires_at: datetime | None
+    schema_version: int
+    guideline_version: int | None
+    context: dict[str, Any]
+
+
+class NextTaskOut(BaseModel):
+    """Your next task, or ``null`` and why."""
+
+    task: TaskOut | None
+    reason: str
+
+
+class SubmitIn(_In):
+    """A label for an annotate or calibration task."""
+
+    payload: dict[str, Any]
+    time_spent_s: float | None = Field(default=None, ge=0, le=86400)
+
+
+class ReviewIn(_In):
+    """A review decision; ``payload`` is the corrected label (``correct`` only); ``comment``
+    is required for ``reject`` and ``escalate``."""
+
+    decision: str = Field(pattern="^(accept|correct|reject|escalate)$")
+    payload: dict[str, Any] | None = None
+    comment: str = Field(default="", max_length=10_000)
+    time_spent_s: float | None = Field(default=None, ge=0, le=86400)
+
+
+class AdjudicationIn(_In):
+    """The final label of an escalated item and the reason for it (required)."""
+
+    payload: dict[str, Any]
+    reason: str = Field(min_length=1, max_length=10_000)
+    time_spent_s: float | None = Field(default=None, ge=0, le=86400)
+
+
+class SubmitOut(BaseModel):
+    """What the action did to its item."""
+
+    task_id: int
+    annotation_id: int | None
+    item_status: str
+    next_step: str
+
+
+class EscalationOut(BaseModel):
+    """An escalated item with its deadline."""
+
+    id: int
+    item_id: int
+    item: str
+    from_tier: int
+    to_tier: int
+    reason: str
+    status: str
+    due_at: datetime
+    overdue: bool
+    hours_overdue: float
+    assignee: str | None
+
+
+class ReaderSummaryOut(BaseModel):
+    """One reader against known answers."""
+
+    reader: str
+    n_gold: int
+    accuracy: float | None
+    min_sensitivity: float | None
+    calibration: str | None
+    suspended: str
+
+
+class ReaderStatsOut(BaseModel):
+    """One reader in detail: per-class sensitivity/specificity, confusion matrix, trend."""
+
+    reader: str
+    n_gold: int
+    accuracy: float | None
+    per_class: list[dict[str, Any]]
+    confusion: dict[str, Any]
+    trend: list[dict[str, Any]]
+    calibration: str | None
+    suspensions: dict[str, str]
+
+
+class FeedbackOut(BaseModel):
+    """Your own record and the messages addressed to you (never which items were gold)."""
+
+    stats: ReaderStatsOut
+    messages: list[str]
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _me(ctx: Ctx) -> User:
+    user = ctx.session.get(User, ctx.principal.user_id)
+    if user is None:  # pragma: no cover - authenticated users exist
+        raise NotFoundError("no such user")
+    return user
+
+
+def _submit_out(result: queue.SubmitResult) -> SubmitOut:
+    return SubmitOut(task_id=result.task_id, annotation_id=result.annotation_id,
+                     item_status=result.item_status, next_step=result.next_step)
+
+
+def _none(value: Any) -> Any:
+    return None if value != value else value  # NaN -> None
+
+
+# -- policy and queue --------------------------------------------------------------------------
+@router.get("/policy", response_model=PolicyOut)
+def read_policy(key: Key, ctx: CtxDep) -> PolicyOut:
+    """The workflow policy in force."""
+    project, _ = load_project(ctx, key, Action.PROJECT_READ)
+    current = policies.current_policy(ctx.session, project)
+    return PolicyOut(version=current.version, policy=current.policy.to_dict())
+
+
+@router.put("/policy", response_model=PolicyOut)
+def write_policy(key: Key, body: PolicyIn, ctx: CtxDep) -> PolicyOut:
+    """Store a new policy version (validated against the schema and the project's readers)."""
+    project, _ = load_project(ctx, key, Action.PROJECT_UPDATE)
+    row = policies.set_policy(ctx.session, project, body.text, source="policy")
+    return PolicyOut(version=row.version, policy=row.definition)
+
+
+@router.post("/tasks/enqueue", response_model=EnqueueOut)
+def enqueue_items(key: Key, body: EnqueueIn, ctx: CtxDep) -> EnqueueOut:
+    """Put items into the workflow under the current policy."""
+    project, _ = load_project(ctx, key, Action.PROJECT_UPDATE)
+    return EnqueueOut(queued=queue.enqueue(ctx.session, project, body.items))
+
+
+@router.post("/tasks/next", response_model=NextTaskOut)
+def next_task(key: Key, ctx: CtxDep) -> NextTaskOut:
+    """Lease your next task (or get back the one you hold): calibration first, gold mixed in,
+    then the best free slot you qualify for."""
+    project, _ = load_project(ctx, key, Action.TASK_WORK)
+    result = queue.next_task(ctx.session, project, _me(ctx))
+    task = None if result.task is None else TaskOut(**result.task.to_dict())
+    return NextTaskOut(task=task, reason=result.reason)
+
+
+@router.post("/tasks/{task_id}/submit", response_model=SubmitOut)
+def submit_task(key: Key, task_id: TaskId, body: SubmitIn, ctx: CtxDep) -> SubmitOut:
+    """Submit your label for an annotate or calibration task you hold."""
+    project, _ = load_project(ctx, key, Action.TASK_WORK)
+    return _submit_out(queue.submit(ctx.session, project, _me(ctx), task_id, body.payload,
+                                    time_spent_s=body.time_spent_s))
+
+
+@router.post("/tasks/{task_id}/reviews", response_model=SubmitOut, status_code=201)
+def review_task(key: Key, task_id: TaskId, body: ReviewIn, ctx: CtxDep) -> SubmitOut:
+    """Decide a review task you hold: accept, correct, reject or escalate."""
+    project, _ = load_project(ctx, key, Action.REVIEW)
+    return _submit_out(queue.review(ctx.session, project, _me(ctx), task_id, body.decision,
+                                    payload=body.payload, comment=body.comment,
+                                    time_spent_s=body.time_spent_s))
+
+
+@router.post("/tasks/{task_id}/adjudications", response_model=SubmitOut, status_code=201)
+def adjudicate_task(key: Key, task_id: TaskId, body: AdjudicationIn,
+                    ctx: CtxDep) -> SubmitOut:
+    """Give the final label of an escalated item you hold, with the reason."""
+    project, _ = load_project(ctx, key, Action.ADJUDICATE)
+    return _submit_out(queue.adjudicate(ctx.session, project, _me(ctx), task_id, body.payload,
+                                        reason=body.reason, time_spent_s=body.time_spent_s))
+
+
+# -- readers -----------------------------------------------------------------------------------
+def _stats_out(stats: rd.ReaderStats) -> ReaderStatsOut:
+    return ReaderStatsOut(**stats.to_dict())
+
+
+@router.get("/readers", response_model=list[ReaderSummaryOut])
+def list_reader_stats(key: Key, ctx: CtxDep) -> list[ReaderSummaryOut]:
+    """Every reader with known-answer reads: accuracy, calibration, suspensions."""
+    project, _ = load_project(ctx, key, Action.STATS_READ)
+    frame = rd.all_reader_stats(ctx.session, project)
+    return [ReaderSummaryOut(**{k: _none(v) for k, v in row.items()})
+            for row in frame.to_dict(orient="records")]
+
+
+@router.get("/readers/me", response_model=FeedbackOut)
+def my_feedback(key: Key, ctx: CtxDep) -> FeedbackOut:
+    """Your own accuracy, per-class sensitivity/specificity, confusion matrix, trend and the
+    messages addressed to you (calibration, suspensions)."""
+    project, _ = load_project(ctx, key, Action.TASK_WORK)
+    feedback = rd.reader_feedback(ctx.session, project, _me(ctx))
+    return FeedbackOut(stats=_stats_out(feedback.stats), messages=feedback.messages)
+
+
+@router.get("/readers/{username}", response_model=ReaderStatsOut)
+def reader_detail(key: Key, username: Username, ctx: CtxDep) -> ReaderStatsOut:
+    """One reader in detail."""
+    project, _ = load_project(ctx, key, Action.STATS_READ)
+    return _stats_out(rd.reader_stats(ctx.session, project, load_user(ctx.session, username)))
+
+
+# -- escalations -------------------------------------------------------------------------------
+@router.get("/escalations", response_model=list[EscalationOut])
+def list_escalations(
+    key: Key, ctx: CtxDep,
+    status: Annotated[str | None, Query(pattern="^(open|resolved|all)$",
+                                        description="open (default), resolved or all.")] = None,
+    overdue: Annotated[bool, Query(description="Only those past their deadline.")] = False,
+) -> list[EscalationOut]:
+    """Escalated items with deadlines, oldest deadline first (overdue ones head the
+    adjudicators' queue)."""
+    project, _ = load_project(ctx, key, Action.CONSENSUS_READ)
+    chosen = None if status == "all" else (status or "open")
+    frame = escalations.list_escalations(ctx.session, project, status=chosen,
+                                         overdue_only=overdue)
+    return [EscalationOut(**{k: _none(v) for k, v in row.items() if k != "created_at"})
+            for row in frame.to_dict(orient="records")]
+
+
+# -- refusals ----------------------------------------------------------------------------------
+def install_refusal_handler(app: FastAPI) -> None:
+    """Audit refused task actions (in a transaction of their own, the request's having been
+    rolled back) and answer 403, 409 or 422 like any other such error."""
+
+    @app.exception_handler(queue.Refusal)
+    def _refused(request: Request, exc: Exception) -> JSONResponse:
+        workspace = request.app.state.workspace
+        principal = getattr(request.state, "principal", None)
+        try:
+            with workspace.unit(principal.actor if principal else "anonymous") as session:
+                queue.audit_refusal(session, exc)  # type: ignore[arg-type]
+        except Exception:  # pragma: no cover - the refusal is still answered
+            log.exception("could not audit a refused task action")
+        if isinstance(exc, PermissionDeniedError):
+            return JSONResponse(error_body("forbidden", str(exc)), status_code=403)
+        if isinstance(exc, InputError):
+            return JSONResponse(error_body("invalid_input", str(exc), exc.field),
+                                status_code=422)
+        return JSONResponse(error_body("conflict", str(exc)), status_code=409)
