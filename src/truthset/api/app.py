@@ -20,6 +20,7 @@ from truthset.api.errors import install_error_handlers
 from truthset.api.limits import BodyLimitMiddleware
 from truthset.api.routes import audit, auth, items, projects, releases, tasks, users
 from truthset.api.routes.common import PREFIX
+from truthset.api.routes.dicomweb import router as dicomweb_router
 from truthset.auth.oidc import OidcClient, OidcConfig
 from truthset.workspace.workspace import Workspace
 
@@ -29,6 +30,8 @@ API_VERSION = "1"
 
 
 def _is_upload(method: str, path: str) -> bool:
+    if method == "POST" and path.startswith("/dicomweb/"):
+        return True  # STOW-RS
     return method == "POST" and path.startswith(PREFIX + "/projects/") and path.endswith("/items")
 
 
@@ -54,6 +57,7 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
     tasks.install_refusal_handler(app)
     for module in (auth, users, projects, items, audit, releases, tasks):
         app.include_router(module.router)
+    app.include_router(dicomweb_router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:
