@@ -179,6 +179,53 @@ def _fresh_item(world: World, caller: str) -> dict[str, Any]:
     return _workflow_item(world, caller, queued=False)
 
 
+def _job_row(status: str) -> Prepare:
+    def prepare(world: World, _caller: str) -> dict[str, Any]:
+        from truthset.store.models import Job
+
+        with world.ws.unit("seed") as s:
+            alpha = projects.get_project(s, "alpha")
+            job = Job(kind="acceptance", params={"project": "alpha"}, project_id=alpha.id,
+                      status=status, backend="inprocess", created_by="seed")
+            s.add(job)
+            s.flush()
+            return {"job_id": job.id}
+    return prepare
+
+
+def _beta_job(world: World, _caller: str) -> dict[str, Any]:
+    from truthset.store.models import Job
+
+    with world.ws.unit("seed") as s:
+        beta = projects.get_project(s, "beta")
+        job = Job(kind="acceptance", params={"project": "beta"}, project_id=beta.id,
+                  status="succeeded", backend="inprocess", created_by="seed")
+        s.add(job)
+        s.flush()
+        return {"job_id": job.id}
+
+
+def _paused_class(world: World, _caller: str) -> dict[str, Any]:
+    from truthset.store.models import ClassAutomation
+
+    with world.ws.unit("seed") as s:
+        alpha = projects.get_project(s, "alpha")
+        row = s.scalar(select(ClassAutomation).where(ClassAutomation.project_id == alpha.id,
+                                                     ClassAutomation.class_name == "effusion"))
+        if row is None:
+            row = ClassAutomation(project_id=alpha.id, class_name="effusion")
+            s.add(row)
+        row.status, row.reason, row.decided_by = "paused", "low acceptance", "system"
+    return {}
+
+
+def _job_done(world: World, _caller: str, reply: Any) -> None:
+    from truthset.jobs.service import wait_for
+
+    # A queued job runs in this process: let it finish before the next probe counts events.
+    assert wait_for(world.ws, reply.json()["id"], timeout_s=30).status == "succeeded"
+
+
 # --- content checks (blinding) ---------------------------------------------------------------
 def _only_own_labels_unless_overseer(world: World, caller: str, reply: Any) -> None:
     authors = {a["author"] for a in reply.json()["items"]}
@@ -378,6 +425,34 @@ EXPECT: dict[str, list[Probe]] = {
     "GET /api/v1/projects/{key}/escalations": [
         Probe("/api/v1/projects/alpha/escalations", OVERSEE),
     ],
+    # -- background jobs and pre-labelling oversight --
+    "GET /api/v1/projects/{key}/jobs": [
+        Probe("/api/v1/projects/alpha/jobs", MANAGE | AUDITORS),
+    ],
+    "POST /api/v1/projects/{key}/jobs": [
+        Probe("/api/v1/projects/alpha/jobs", MANAGE, ok=(201,), check=_job_done,
+              kwargs={"json": {"kind": "acceptance", "params": {}}}),
+    ],
+    "GET /api/v1/projects/{key}/jobs/{job_id}": [
+        Probe("/api/v1/projects/alpha/jobs/{job_id}", MANAGE | AUDITORS,
+              prepare=_job_row("succeeded")),
+        Probe("/api/v1/projects/alpha/jobs/{job_id}", MANAGE | AUDITORS, ok=(404,),
+              prepare=_beta_job, label="another project's job id under this project"),
+    ],
+    "POST /api/v1/projects/{key}/jobs/{job_id}/cancel": [
+        Probe("/api/v1/projects/alpha/jobs/{job_id}/cancel", MANAGE,
+              prepare=_job_row("queued")),
+    ],
+    "GET /api/v1/projects/{key}/prelabel/models": [
+        Probe("/api/v1/projects/alpha/prelabel/models", MANAGE | AUDITORS),
+    ],
+    "GET /api/v1/projects/{key}/prelabel/acceptance": [
+        Probe("/api/v1/projects/alpha/prelabel/acceptance", MANAGE | AUDITORS),
+    ],
+    "POST /api/v1/projects/{key}/prelabel/classes/{class_name}/resume": [
+        Probe("/api/v1/projects/alpha/prelabel/classes/effusion/resume", MANAGE,
+              prepare=_paused_class, kwargs={"json": {"note": "new model version"}}),
+    ],
     # -- audit --
     "GET /api/v1/audit/events": [
         Probe("/api/v1/audit/events?project=alpha", MANAGE | AUDITORS, label="one project"),
@@ -492,7 +567,7 @@ def test_matrix(world: World, caller: str, route: str, k: int, probe: Probe) -> 
 
 
 def test_unauthenticated_callers_get_401_everywhere_but_public_routes(world: World) -> None:
-    values = {**world.ids(), "caller": "nobody", "token_id": 1}
+    values = {**world.ids(), "caller": "nobody", "token_id": 1, "job_id": 1}
     for route, probes in EXPECT.items():
         probe = probes[0]
         if probe.public:

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from truthset.api.deps import ApiSettings
 from truthset.api.errors import install_error_handlers
 from truthset.api.limits import BodyLimitMiddleware
-from truthset.api.routes import audit, auth, items, projects, releases, tasks, users
+from truthset.api.routes import audit, auth, items, jobs, projects, releases, tasks, users
 from truthset.api.routes.common import PREFIX
 from truthset.api.routes.dicomweb import router as dicomweb_router
 from truthset.auth.oidc import OidcClient, OidcConfig
@@ -55,7 +55,7 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
     app.state.settings = settings or ApiSettings()
     install_error_handlers(app)
     tasks.install_refusal_handler(app)
-    for module in (auth, users, projects, items, audit, releases, tasks):
+    for module in (auth, users, projects, items, audit, releases, tasks, jobs):
         app.include_router(module.router)
     app.include_router(dicomweb_router)
 

@@ -9,6 +9,8 @@ from truthset.cli import (  # noqa: F401
     audit_cmds,
     demo_cmd,
     imaging_cmds,
+    jobs_cmds,
+    prelabel_cmds,
     release_cmds,
     serve_cmds,
     staple_cmd,

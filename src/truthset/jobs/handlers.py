@@ -8,11 +8,15 @@ Every handler is idempotent, so a retried or re-delivered job does no harm:
   nothing, a repeated one recomputes the same result;
 - ``release`` returns the existing release when one of that name exists already;
 - ``export`` writes to a temporary file and renames it into place.
+
+Files a job writes (exports, release folders) go under the workspace folder only
+(``exports/<name>``, ``releases/<name>``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +26,22 @@ from truthset import audit
 from truthset.domain.errors import InputError
 from truthset.jobs.service import JobContext, JobKind, register_kind
 from truthset.workspace.projects import get_project
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+
+
+def inside(workspace_root: Path, folder: str, name: str, field: str) -> Path:
+    """``<workspace>/<folder>/<name>``: job outputs stay inside the workspace (a job submitted
+    through the API never writes where its caller chooses).
+
+    Raises
+    ------
+    InputError
+        ``name`` is not a plain file name.
+    """
+    if not _SAFE_NAME.match(name) or name in (".", ".."):
+        raise InputError("give a plain name: letters, digits, '.', '_' or '-'", field=field)
+    return workspace_root / folder / name
 
 
 def _need(params: Mapping[str, Any], *names: str) -> None:
@@ -98,6 +118,9 @@ def run_acceptance_job(ctx: JobContext) -> dict[str, Any]:
 # -- release --------------------------------------------------------------------------------------
 def _check_release(params: Mapping[str, Any]) -> None:
     _need(params, "project", "name")
+    if params.get("folder") is not None:
+        _need(params, "folder")
+        inside(Path("."), "releases", str(params["folder"]), "params.folder")
 
 
 def run_release_job(ctx: JobContext) -> dict[str, Any]:
@@ -129,26 +152,27 @@ def run_release_job(ctx: JobContext) -> dict[str, Any]:
                     exclude_unresolved=params.get("exclude_unresolved"),
                 )
             if params.get("folder"):
-                release_service.write_folder(session, ctx.workspace.blobs, release,
-                                             params["folder"])
+                release_service.write_folder(
+                    session, ctx.workspace.blobs, release,
+                    inside(ctx.workspace.root, "releases", params["folder"], "params.folder"))
             return {"release": release.name, "release_id": release.id,
                     "manifest_sha256": release.manifest_sha256, "_total": 1}
         from truthset.release.build import MANIFEST, build_release
 
-        folder = params.get("folder")
-        if not folder:
-            raise InputError("a folder release needs folder: <path>", field="params.folder")
-        manifest = Path(folder) / MANIFEST
+        if not params.get("folder"):
+            raise InputError("a folder release needs folder: <name>", field="params.folder")
+        folder = inside(ctx.workspace.root, "releases", params["folder"], "params.folder")
+        manifest = folder / MANIFEST
         if manifest.is_file():  # built by an earlier attempt that committed
             import hashlib
             import json
 
             data = manifest.read_bytes()
             if json.loads(data).get("release") == params["name"]:
-                return {"release": params["name"], "folder": str(folder),
+                return {"release": params["name"], "folder": folder.name,
                         "manifest_sha256": hashlib.sha256(data).hexdigest(), "_total": 1}
         summary = build_release(session, project, folder, name=params["name"])
-        return {"release": params["name"], "folder": str(summary.folder),
+        return {"release": params["name"], "folder": summary.folder.name,
                 "items": summary.n_items, "excluded": summary.n_excluded,
                 "manifest_sha256": summary.manifest_sha256, "_total": 1}
 
@@ -158,7 +182,8 @@ EXPORT_FORMATS = ("csv", "parquet")
 
 
 def _check_export(params: Mapping[str, Any]) -> None:
-    _need(params, "project", "path")
+    _need(params, "project", "name")
+    inside(Path("."), "exports", str(params["name"]), "params.name")
     fmt = params.get("format", "csv")
     if fmt not in EXPORT_FORMATS:
         raise InputError(f"unknown export format {fmt!r}; choose {', '.join(EXPORT_FORMATS)}",
@@ -166,13 +191,14 @@ def _check_export(params: Mapping[str, Any]) -> None:
 
 
 def run_export_job(ctx: JobContext) -> dict[str, Any]:
-    """Export the project's current reads (one row per reader and item) to CSV or Parquet.
+    """Export the project's current reads (one row per reader and item) to CSV or Parquet,
+    as ``<workspace>/exports/<name>``.
 
     Reader names and labels only: no patient data. The export is audited.
     """
     from truthset.workflow.annotations import current_labels
 
-    target = Path(ctx.params["path"])
+    target = inside(ctx.workspace.root, "exports", ctx.params["name"], "params.name")
     fmt = ctx.params.get("format", "csv")
     ctx.progress(0, 1, "exporting")
     with ctx.workspace.unit(ctx.actor) as session:
@@ -194,7 +220,7 @@ def run_export_job(ctx: JobContext) -> dict[str, Any]:
         audit.record(session, action="export", entity_type="projects", entity_id=project.id,
                      project_id=project.id,
                      after={"format": fmt, "rows": len(table), "file": target.name})
-    return {"rows": len(table), "path": str(target), "format": fmt, "_total": 1}
+    return {"rows": len(table), "file": f"exports/{target.name}", "format": fmt, "_total": 1}
 
 
 for _kind in (

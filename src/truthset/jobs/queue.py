@@ -100,7 +100,10 @@ def ensure_schema(engine: Engine) -> bool:
     from procrastinate.schema import SchemaManager
 
     with engine.begin() as conn:
-        conn.exec_driver_sql(SchemaManager.get_schema())
+        # Straight to psycopg: the schema holds '%' characters that are not placeholders.
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.execute(SchemaManager.get_schema())
     return True
 
 

@@ -1,0 +1,323 @@
+"""Background jobs: in-process runner (retries, cancellation, idempotency), the job kinds, the
+CLI and API, and procrastinate on the real PostgreSQL server with a separate worker process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+from typer.testing import CliRunner
+
+from test_api_support import bearer, client
+from truthset import audit
+from truthset.auth import memberships, tokens
+from truthset.cli.main import app
+from truthset.domain.errors import ConflictError, InputError
+from truthset.jobs import service as jobs
+from truthset.jobs.service import JobContext, JobKind, register_kind
+from truthset.prelabel import service as prelabel
+from truthset.store.models import Consensus, Job
+from truthset.workflow.annotations import record_annotation
+from truthset.workspace import imports, projects, users
+from truthset.workspace.workspace import Workspace
+
+runner = CliRunner()
+SCHEMA = """name: finding
+kind: classification
+mode: single
+classes:
+  - name: normal
+  - name: nodule
+"""
+
+# -- test-only job kinds (registered like the built-in ones) ---------------------------------------
+_FLAKY_CALLS: dict[tuple[str, int], int] = {}
+
+
+def _flaky(ctx: JobContext) -> dict[str, Any]:
+    """Fails on its first attempt (a transient error), succeeds on the second."""
+    key = (str(ctx.workspace.root), ctx.job_id)
+    _FLAKY_CALLS[key] = _FLAKY_CALLS.get(key, 0) + 1
+    if _FLAKY_CALLS[key] == 1:
+        raise ConnectionError("database went away")
+    return {"calls": _FLAKY_CALLS[key]}
+
+
+def _bad_input(ctx: JobContext) -> dict[str, Any]:
+    raise InputError("this will never work", field="params.x")
+
+
+def _slow(ctx: JobContext) -> dict[str, Any]:
+    for k in range(2000):
+        ctx.progress(k, 2000, f"step {k}")
+        time.sleep(0.005)
+    return {}
+
+
+for _kind in (JobKind("test-flaky", _flaky, lambda p: None, "test"),
+              JobKind("test-bad", _bad_input, lambda p: None, "test"),
+              JobKind("test-slow", _slow, lambda p: None, "test")):
+    register_kind(_kind)
+
+
+def _seed(ws: Workspace, tmp_path: Path, n: int = 4) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir(exist_ok=True)
+    for k in range(n):
+        a = np.full((16, 16), 10, np.uint8)
+        if k % 2:
+            a[4:12, 4:12] = 240
+        Image.fromarray(a).save(folder / f"i{k}.png")
+    with ws.unit("admin") as s:
+        p = projects.create_project(s, key="p", name="P", schema_text=SCHEMA)
+        readers = [users.add_user(s, username=f"r{k}", role="annotator") for k in range(2)]
+        boss = users.add_user(s, username="boss", role="annotator")
+        memberships.add_member(s, p, boss, "manager")
+        imports.import_items(s, ws.blobs, p, [folder])
+        from truthset.store.models import Item
+
+        for item in s.scalars(sa.select(Item).order_by(Item.id)).all()[: n // 2]:
+            for r in readers:
+                record_annotation(s, p, item=item, author=r, payload={"label": "nodule"})
+        prelabel.register_model(s, p, name="thr", version="1", kind="classical",
+                                classes=["normal", "nodule"],
+                                config={"thresholds": {"nodule": [0.5, 1.0]},
+                                        "positive": "nodule", "negative": "normal",
+                                        "min_size": 4})
+
+
+def _enqueue(ws: Workspace, kind: str, params: dict[str, Any], **kw: Any) -> int:
+    with ws.unit("boss") as s:
+        project = projects.get_project(s, "p")
+        return jobs.enqueue(ws, s, kind, {"project": "p", **params}, project=project,
+                            actor="boss", **kw).id
+
+
+def _job(ws: Workspace, job_id: int) -> Job:
+    with ws.sessions() as s:
+        job = s.get_one(Job, job_id)
+        s.expunge(job)
+        return job
+
+
+# -- in-process -----------------------------------------------------------------------------------
+def test_consensus_and_export_jobs_run_in_process(workspace: Workspace, tmp_path: Path) -> None:
+    _seed(workspace, tmp_path)
+    job_id = _enqueue(workspace, "consensus", {"method": "mv"})
+    done = jobs.wait_for(workspace, job_id)
+    assert done.status == "succeeded", done.error
+    assert done.result == {"method": "mv", "items": 2, "final": 2}
+    assert (done.progress_done, done.progress_total, done.attempts) == (1, 1, 1)
+    with workspace.sessions() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Consensus)) == 2
+        updates = [e for e in audit.iter_events(s) if e["entity_type"] == "jobs"]
+        assert [e["action"] for e in updates][:1] == ["create"] and len(updates) >= 3
+    export = jobs.wait_for(workspace, _enqueue(workspace, "export",
+                                               {"name": "reads.csv"}))
+    assert export.status == "succeeded", export.error
+    text = (workspace.root / "exports" / "reads.csv").read_text()
+    assert text.splitlines()[0].startswith("annotation_id,item,annotator,label")
+    assert len(text.splitlines()) == 5
+    for bad in ("../../etc/passwd", "/tmp/x.csv", ".."):
+        with pytest.raises(InputError) as err:
+            _enqueue(workspace, "export", {"name": bad})
+        assert err.value.field == "params.name"
+    with pytest.raises(InputError, match="unknown job kind"):
+        _enqueue(workspace, "mine-bitcoin", {})
+
+
+def test_transient_failures_are_retried_and_bad_input_is_not(workspace: Workspace,
+                                                             tmp_path: Path) -> None:
+    _seed(workspace, tmp_path)
+    run = jobs.InProcessRunner(workspace, backoff_s=0.01)
+    with workspace.unit("boss") as s:
+        flaky = jobs.enqueue(workspace, s, "test-flaky", {}, actor="boss").id
+        bad = jobs.enqueue(workspace, s, "test-bad", {}, actor="boss").id
+    # the after-commit runner and this one race for the job: exactly one claims each attempt
+    run.run(flaky)
+    state = jobs.wait_for(workspace, flaky)
+    assert state.status == "succeeded" and state.attempts == 2
+    assert state.result == {"calls": 2}
+    run.run(bad)
+    state = jobs.wait_for(workspace, bad)
+    assert (state.status, state.attempts) == ("failed", 1)
+    assert "this will never work" in state.error
+    assert jobs.execute_job(workspace, flaky).status == "succeeded"  # not run again
+    assert _FLAKY_CALLS[(str(workspace.root), flaky)] == 2
+
+
+def test_cancelling_queued_and_running_jobs(workspace: Workspace, tmp_path: Path) -> None:
+    _seed(workspace, tmp_path)
+    with workspace.unit("boss") as s:
+        job = Job(kind="consensus", params={"project": "p"}, status="queued",
+                  backend="inprocess", created_by="boss")
+        s.add(job)
+        s.flush()
+        queued = job.id
+    with workspace.unit("boss") as s:
+        assert jobs.cancel(s, queued).status == "cancelled"
+    assert jobs.execute_job(workspace, queued).status == "cancelled"  # never runs
+    slow = _enqueue(workspace, "test-slow", {})
+    deadline = time.monotonic() + 20
+    while _job(workspace, slow).progress_done < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with workspace.unit("boss") as s:
+        assert jobs.cancel(s, slow).cancel_requested
+    final = jobs.wait_for(workspace, slow, timeout_s=20)
+    assert final.status == "cancelled" and 3 <= final.progress_done < 2000
+    with workspace.unit("boss") as s, pytest.raises(ConflictError):
+        jobs.cancel(s, slow)
+
+
+def test_idempotency_key(workspace: Workspace, tmp_path: Path) -> None:
+    _seed(workspace, tmp_path)
+    first = _enqueue(workspace, "acceptance", {}, idempotency_key="k1")
+    assert _enqueue(workspace, "acceptance", {}, idempotency_key="k1") == first
+    with pytest.raises(ConflictError):
+        _enqueue(workspace, "consensus", {}, idempotency_key="k1")
+    assert jobs.wait_for(workspace, first).status == "succeeded"
+
+
+# -- CLI and API ----------------------------------------------------------------------------------
+def test_cli_runs_and_lists_jobs(workspace: Workspace, tmp_path: Path) -> None:
+    _seed(workspace, tmp_path)
+    w = ["--workspace", str(workspace.root)]
+    r = runner.invoke(app, ["prelabel", "run", "-p", "p", "--model", "thr", *w])
+    assert r.exit_code == 0, r.output
+    assert '"drafted": 2' in r.output and "succeeded" in r.output
+    r = runner.invoke(app, ["jobs", "submit", "consensus", "-p", "p", "--param", "method=mv",
+                            *w])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["jobs", "list", "-p", "p", "--json", *w])
+    assert r.exit_code == 0 and r.output.count('"status": "succeeded"') == 2
+    r = runner.invoke(app, ["jobs", "show", "1", *w])
+    assert r.exit_code == 0 and "prelabel" in r.output
+    r = runner.invoke(app, ["jobs", "cancel", "1", *w])
+    assert r.exit_code == 4 and "finished" in r.output
+    r = runner.invoke(app, ["jobs", "submit", "export", "-p", "p", "--param", "name=../x", *w])
+    assert r.exit_code == 2 and "params.name" in r.output
+    r = runner.invoke(app, ["prelabel", "acceptance", "-p", "p", "--json", *w])
+    assert r.exit_code == 0 and '"new_outcomes": 0' in r.output
+    r = runner.invoke(app, ["prelabel", "pause", "nodule", "-p", "p", "--as", "r0",
+                            "--note", "x", *w])
+    assert r.exit_code == 5  # a reader is not a manager
+    r = runner.invoke(app, ["prelabel", "pause", "nodule", "-p", "p", "--as", "boss",
+                            "--note", "trial", *w])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["prelabel", "resume", "nodule", "-p", "p", "--as", "boss",
+                            "--note", "done", *w])
+    assert r.exit_code == 0 and "active" in r.output
+    r = runner.invoke(app, ["prelabel", "device"])
+    assert r.exit_code == 0 and "CPUExecutionProvider" in r.output
+
+
+def test_api_submit_poll_cancel(workspace: Workspace, tmp_path: Path) -> None:
+    _seed(workspace, tmp_path)
+    with workspace.unit("admin") as s:
+        token = tokens.create_token(s, users.get_user(s, "boss"), name="t").secret
+        reader = tokens.create_token(s, users.get_user(s, "r0"), name="t").secret
+        p = projects.get_project(s, "p")
+        memberships.add_member(s, p, users.get_user(s, "r0"), "annotator")
+    c = client(workspace)
+    h = bearer(token)
+    r = c.post("/api/v1/projects/p/jobs", headers=h,
+               json={"kind": "prelabel", "params": {"model": "thr"}})
+    assert r.status_code == 201, r.text
+    job = jobs.wait_for(workspace, r.json()["id"])
+    assert job.status == "succeeded"
+    got = c.get(f"/api/v1/projects/p/jobs/{job.id}", headers=h).json()
+    assert got["progress"] == {"done": 2, "total": 2} and got["result"]["drafted"] == 2
+    assert c.get("/api/v1/projects/p/jobs", headers=bearer(reader)).status_code == 403
+    r = c.post("/api/v1/projects/p/jobs", headers=h, json={"kind": "export",
+                                                           "params": {"name": "/etc/x"}})
+    assert r.status_code == 422 and r.json()["field"] == "params.name"
+    r = c.post("/api/v1/projects/p/jobs", headers=h, json={"kind": "prelabel",
+                                                           "params": {}})
+    assert r.status_code == 422 and r.json()["field"] == "params.model"
+    r = c.post(f"/api/v1/projects/p/jobs/{job.id}/cancel", headers=h)
+    assert r.status_code == 409
+    models = c.get("/api/v1/projects/p/prelabel/models", headers=h).json()
+    assert [m["name"] for m in models] == ["thr"]
+    acc = c.get("/api/v1/projects/p/prelabel/acceptance", headers=h).json()
+    assert acc["min_acceptance"] == 0.7 and acc["classes"] == []
+    r = c.post("/api/v1/projects/p/prelabel/classes/nodule/resume", headers=h,
+               json={"note": "fine"})
+    assert r.status_code == 422 and "not paused" in r.json()["detail"]
+
+
+# -- procrastinate on PostgreSQL, with a separate worker process ----------------------------------
+@pytest.fixture
+def pg_workspace(tmp_path: Path, database_url: str) -> Iterator[Workspace]:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("procrastinate needs PostgreSQL")
+    ws = Workspace.init(tmp_path / "ws", database_url=database_url)
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
+def _worker(ws: Workspace) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TRUTHSET_JOBS_BACKEND": "procrastinate"}
+    return subprocess.run(
+        [sys.executable, "-m", "truthset.cli.main", "jobs", "worker", "--once",
+         "--workspace", str(ws.root)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_procrastinate_worker_process_runs_the_queue(pg_workspace: Workspace, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = pg_workspace
+    _seed(ws, tmp_path)
+    r = runner.invoke(app, ["jobs", "setup", "--workspace", str(ws.root)])
+    assert r.exit_code == 0 and "installed" in r.output
+    monkeypatch.setenv(jobs.ENV_BACKEND, "procrastinate")
+    draft = _enqueue(ws, "prelabel", {"model": "thr"})
+    consensus = _enqueue(ws, "consensus", {"method": "mv"})
+    cancelled = _enqueue(ws, "consensus", {"method": "ds"})
+    with ws.unit("boss") as s:
+        jobs.cancel(s, cancelled)
+    # transactional enqueue: a rolled-back request leaves no job in the queue either
+    with pytest.raises(RuntimeError), ws.unit("boss") as s:
+        jobs.enqueue(ws, s, "consensus", {"project": "p"}, actor="boss")
+        raise RuntimeError("the request failed after queueing")
+    with ws.engine.connect() as conn:
+        queued = conn.execute(sa.text(
+            "SELECT args->>'job_id' FROM procrastinate_jobs WHERE status = 'todo' "
+            "ORDER BY id")).scalars().all()
+    assert [int(x) for x in queued] == [draft, consensus, cancelled]
+    assert _job(ws, draft).status == "queued" and _job(ws, draft).backend == "procrastinate"
+    done = _worker(ws)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _job(ws, draft).status == "succeeded"
+    assert _job(ws, draft).result["drafted"] == 2
+    assert _job(ws, consensus).status == "succeeded"
+    assert _job(ws, cancelled).status == "cancelled"
+    with ws.sessions() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Consensus)) == 2
+        assert audit.verify(s).ok
+    with ws.engine.connect() as conn:
+        left = conn.execute(sa.text("SELECT count(*) FROM procrastinate_jobs "
+                                    "WHERE status IN ('todo', 'doing')")).scalar()
+    assert left == 0
+    # a re-delivered job finds it finished and changes nothing
+    assert jobs.execute_job(ws, draft, worker="again").status == "succeeded"
+    assert _job(ws, draft).attempts == 1
+
+
+def test_procrastinate_needs_postgresql(workspace: Workspace, tmp_path: Path) -> None:
+    if workspace.engine.dialect.name != "sqlite":
+        pytest.skip("the SQLite case")
+    _seed(workspace, tmp_path)
+    with pytest.raises(InputError, match="needs a PostgreSQL database"):
+        _enqueue(workspace, "consensus", {}, backend="procrastinate")
+    with workspace.sessions() as s:  # the refused job was rolled back with its transaction
+        assert s.scalar(sa.select(sa.func.count()).select_from(Job)) == 0
