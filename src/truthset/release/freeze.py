@@ -69,12 +69,31 @@ def _read(a: Annotation, names: dict[int, str]) -> dict[str, Any]:
         "reader": names.get(a.author_id) if a.author_id is not None else None,
         "source": a.source,
         "model": f"{a.model_name}@{a.model_version}" if a.model_name else None,
-        "label": a.payload,
+        "label": core_label(a.payload),
         "created_at": iso_utc(a.created_at),
         "schema_version": a.schema_version,
         "guideline_version": a.guideline_version,
         "time_spent_s": a.time_spent_s,
     }
+
+
+#: Payload keys that annotate a label rather than being part of it.
+_ANNOTATING_KEYS = frozenset({"reason", "confidence", "probabilities", "comment"})
+#: Consensus methods the workflow queue writes for labels not reached by aggregation.
+_SOURCES = {"adjudication": "adjudicated", "review": "reviewed", "single": "single read"}
+
+
+def core_label(payload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The label itself, without the notes a payload may carry (an adjudicator's reason, a
+    model's confidence)."""
+    if payload is None:
+        return None
+    if "objects" not in payload and "value" not in payload:
+        if "label" in payload:
+            return {"label": payload["label"]}
+        if "labels" in payload:
+            return {"labels": payload["labels"]}
+    return {k: v for k, v in payload.items() if k not in _ANNOTATING_KEYS}
 
 
 def _size(item: Item) -> tuple[int, int] | None:
@@ -127,8 +146,8 @@ def _freeze_item(
     cons: Consensus | None, by_id: dict[int, Annotation], names: dict[int, str],
 ) -> FrozenItem:
     current = [a for a in annotations if a.id not in superseded]
-    adjudications = [a for a in current
-                     if a.task_id is not None and stage_of.get(a.task_id) == "adjudicate"]
+    adjudications = [a for a in current if a.source == "adjudication" or (
+        a.task_id is not None and stage_of.get(a.task_id) == "adjudicate")]
     reads = [a for a in current if a not in adjudications]
     human = [a for a in reads if a.source == "human"]
     drafts = [a for a in reads if a.source == "model"]
@@ -161,30 +180,32 @@ def _freeze_item(
     if drafts:
         draft = drafts[-1]
         prov["prelabel"] = {"annotation_id": draft.id, "model": draft.model_name,
-                            "version": draft.model_version, "label": draft.payload}
+                            "version": draft.model_version, "label": core_label(draft.payload)}
     final: dict[str, Any] | None = None
     source = ""
     unresolved = ""
     open_escalations = [e for e in escalations if e.status == "open"]
     if adjudications:
         adj = adjudications[-1]
-        reason = escalations[-1].reason if escalations else ""
+        reason = str((adj.payload or {}).get("reason") or "") or (
+            escalations[-1].reason if escalations else "")
         prov["adjudication"] = {**_read(adj, names), "adjudicator": names.get(adj.author_id)
                                 if adj.author_id is not None else None, "reason": reason}
-        final, source = adj.payload, "adjudicated"
+        prov["adjudication"]["label"] = core_label(adj.payload)
+        final, source = core_label(adj.payload), "adjudicated"
     elif open_escalations:
         unresolved = f"escalated to tier {open_escalations[-1].to_tier}, awaiting adjudication"
     elif reviews:
         last = reviews[-1]
         if last.decision in ("accept", "accepted"):
-            final, source = by_id[last.annotation_id].payload, "reviewed"
+            final, source = core_label(by_id[last.annotation_id].payload), "reviewed"
         elif last.decision in ("correct", "corrected") and last.corrected_annotation_id in by_id:
-            final, source = by_id[last.corrected_annotation_id].payload, "reviewed"
+            final, source = core_label(by_id[last.corrected_annotation_id].payload), "reviewed"
         else:
             unresolved = f"review decision {last.decision!r} leaves no final label"
     elif cons is not None:
         if cons.status == "final" and (cons.label or {}).get("label") is not None:
-            final, source = cons.label, "consensus"
+            final, source = core_label(cons.label), _SOURCES.get(cons.method, "consensus")
         else:
             unresolved = f"consensus {cons.status}"
     else:
