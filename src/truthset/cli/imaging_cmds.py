@@ -1,15 +1,17 @@
-"""``truthset quarantine list|clear|redact``: decide on images that may show identity."""
+"""``truthset quarantine list|clear|redact`` (decide on images that may show identity) and
+``truthset export imaging`` (labels as DICOM SEG / SR / NIfTI)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from truthset.cli.app import app, console, handle_errors
+from truthset.cli.app import app, console, err_console, handle_errors
 from truthset.cli.context import ActorOption, WorkspaceOption, actor_name, open_workspace
-from truthset.workspace import projects, quarantine
+from truthset.workspace import imaging_export, projects, quarantine
 
 quarantine_app = typer.Typer(
     help="Images held because their pixels may show identity: list, clear or redact them "
@@ -71,3 +73,33 @@ def quarantine_redact(
                                      regions=regions, note=note)
         console.print(f"redacted {len(row.media)} instance(s) of item {row.id} "
                       f"({row.external_id}) and released it")
+
+
+export_app = typer.Typer(help="Export labels in medical imaging formats.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("imaging")
+@handle_errors
+def export_imaging_cmd(
+    folder: Annotated[Path, typer.Argument(help="Empty folder to write into.")],
+    project: ProjectOption,
+    fmt: Annotated[list[str], typer.Option(
+        "--format", help="dicom-seg, nifti (mask schemas), dicom-sr (box/polygon schemas); "
+                         "repeatable.")],
+    labels: Annotated[str, typer.Option(
+        help="'consensus' or the user name of one reader.")] = "consensus",
+    workspace: WorkspaceOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Write the labels of the project's DICOM items as DICOM SEG, DICOM SR (TID 1500) or
+    NIfTI label maps (the export is audited)."""
+    with open_workspace(workspace) as ws, ws.unit(actor_name(actor)) as session:
+        proj = projects.get_project(session, project)
+        result = imaging_export.export_imaging(session, ws.blobs, proj, folder, formats=fmt,
+                                               labels=labels)
+    for path in result.written:
+        console.print(f"  wrote {path}")
+    for what, why in result.skipped:
+        err_console.print(f"  [dim]skipped[/] {what}: {why}", highlight=False)
+    err_console.print(f"Exported {len(result.written)} file(s)")
