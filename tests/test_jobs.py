@@ -135,6 +135,21 @@ def test_consensus_and_export_jobs_run_in_process(workspace: Workspace, tmp_path
         _enqueue(workspace, "mine-bitcoin", {})
 
 
+def test_release_job_builds_once(workspace: Workspace, tmp_path: Path) -> None:
+    _seed(workspace, tmp_path)
+    assert jobs.wait_for(workspace, _enqueue(workspace, "consensus", {})).status == "succeeded"
+    params = {"name": "r1", "exclude_unresolved": "not read yet", "folder": "r1"}
+    first = jobs.wait_for(workspace, _enqueue(workspace, "release", params))
+    assert first.status == "succeeded", first.error
+    assert (workspace.root / "releases" / "r1" / "manifest.json").is_file()
+    again = jobs.wait_for(workspace, _enqueue(workspace, "release", params))  # a re-run
+    assert again.status == "succeeded", again.error
+    assert again.result == first.result
+    with pytest.raises(InputError) as err:
+        _enqueue(workspace, "release", {"name": "r2", "folder": "../r2"})
+    assert err.value.field == "params.folder"
+
+
 def test_transient_failures_are_retried_and_bad_input_is_not(workspace: Workspace,
                                                              tmp_path: Path) -> None:
     _seed(workspace, tmp_path)

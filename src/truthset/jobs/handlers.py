@@ -118,6 +118,8 @@ def run_acceptance_job(ctx: JobContext) -> dict[str, Any]:
 # -- release --------------------------------------------------------------------------------------
 def _check_release(params: Mapping[str, Any]) -> None:
     _need(params, "project", "name")
+    if params.get("exclude_unresolved") is not None:
+        _need(params, "exclude_unresolved")
     if params.get("folder") is not None:
         _need(params, "folder")
         inside(Path("."), "releases", str(params["folder"]), "params.folder")
@@ -152,9 +154,10 @@ def run_release_job(ctx: JobContext) -> dict[str, Any]:
                     exclude_unresolved=params.get("exclude_unresolved"),
                 )
             if params.get("folder"):
-                release_service.write_folder(
-                    session, ctx.workspace.blobs, release,
-                    inside(ctx.workspace.root, "releases", params["folder"], "params.folder"))
+                target = inside(ctx.workspace.root, "releases", params["folder"],
+                                "params.folder")
+                if not (target / "manifest.json").is_file():  # not written by an earlier try
+                    release_service.write_folder(session, ctx.workspace.blobs, release, target)
             return {"release": release.name, "release_id": release.id,
                     "manifest_sha256": release.manifest_sha256, "_total": 1}
         from truthset.release.build import MANIFEST, build_release
