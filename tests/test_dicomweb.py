@@ -241,6 +241,10 @@ def test_dicomweb_errors_and_matching(workspace: Workspace) -> None:
     assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"
     assert http.get(url + "/rendered?window=wide", headers=auth).status_code == 422
     assert http.get(url, headers={"Authorization": "Bearer nope"}).status_code == 401
+    again = http.post(base + "/studies", content=body, headers={
+        **auth, "Content-Type": f"multipart/related; boundary={boundary}"})
+    assert again.status_code == 202  # storing an instance twice is not a failure
+    assert again.json()["00081199"]["Value"][0]["00081155"]["Value"] == [sop]
     other = f"/dicomweb/projects/other/studies/{study}/metadata"
     assert http.get(other, headers=auth).status_code == 403  # svc has no role there
 
@@ -266,3 +270,26 @@ def test_stow_bodies_over_the_json_limit_are_accepted(tmp_path: Path) -> None:
         assert r.status_code == 202, r.text
     finally:
         ws.close()
+
+
+def test_quarantined_media_reach_managers_only(workspace: Workspace) -> None:
+    site = _site(workspace)
+    http = TestClient(create_app(workspace))
+    body, boundary = encode_multipart([Part("application/dicom",
+                                            _bytes(phi_instance(0, modality="US")))])
+    r = http.post("/dicomweb/projects/ct/studies", content=body, headers={
+        "Authorization": f"Bearer {site.tokens['svc']}",
+        "Content-Type": f"multipart/related; boundary={boundary}"})
+    assert r.status_code == 202
+    with workspace.unit("check") as s:
+        row = s.scalar(select(ImagingInstance))
+        assert row is not None and row.item.status == "quarantined"
+        item_id = row.item_id
+    url = f"/api/v1/projects/ct/items/{item_id}/media/0"
+    reader = http.get(url, headers={"Authorization": f"Bearer {site.tokens['reader']}"})
+    assert reader.status_code == 403
+    manager = http.get(url, headers={"Authorization": f"Bearer {site.tokens['mgr']}"})
+    assert manager.status_code == 200 and manager.content[128:132] == b"DICM"
+    search = http.get("/dicomweb/projects/ct/instances",
+                      headers={"Authorization": f"Bearer {site.tokens['reader']}"})
+    assert search.json() == []

@@ -26,17 +26,12 @@ from truthset.store.blobs import BlobStore
 from truthset.store.models import ImagingInstance, Item, Project
 from truthset.store.pseudonyms import PseudonymVault
 from truthset.workspace.medical import QIDO_SERIES, QIDO_STUDY, Source, ingest_medical
+from truthset.workspace.quarantine import may_see_quarantined
 
 _STUDY_KEYS = tuple(dw.query_tag(k) for k in QIDO_STUDY)
 _SERIES_KEYS = tuple(dw.query_tag(k) for k in QIDO_SERIES)
 _CONTROL = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 MAX_LIMIT = 1000
-
-
-def may_see_quarantined(held: Iterable[Role]) -> bool:
-    """Whether these roles see quarantined images (administrators and managers, who decide
-    on them)."""
-    return bool({Role.ADMIN, Role.MANAGER} & set(held))
 
 
 @dataclass(frozen=True)
@@ -333,7 +328,7 @@ def store(session: Session, blobs: BlobStore, vault: PseudonymVault, project: Pr
     result.failed.extend(report.refused)
     stored = session.scalars(select(ImagingInstance).where(
         ImagingInstance.project_id == project.id,
-        ImagingInstance.sop_instance_uid.in_(report.instances or [""])))
+        ImagingInstance.sop_instance_uid.in_([*report.instances, *report.duplicates] or [""])))
     for row in stored:
         result.stored.append((row.sop_class_uid, row.sop_instance_uid))
         result.study_instance_uids.add(row.study_instance_uid)

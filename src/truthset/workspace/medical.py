@@ -93,6 +93,8 @@ class MedicalImport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: SOP Instance UIDs (after de-identification) stored by this import.
     instances: list[str] = field(default_factory=list)
+    #: SOP Instance UIDs (after de-identification) of instances that were already stored.
+    duplicates: list[str] = field(default_factory=list)
 
 
 def is_nifti(name: str) -> bool:
@@ -236,6 +238,7 @@ def ingest_medical(
             sop = str(image.info.sop_instance_uid)
             if sop in known_sops or sop in seen:
                 report.skipped.append((source.name, "instance already imported"))
+                report.duplicates.append(sop)
                 continue
             digest = blobs.put_bytes(data)
             image.dataset.pop("PixelData", None)  # geometry and header are all we keep

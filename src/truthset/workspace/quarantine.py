@@ -16,7 +16,7 @@ Both are audited (the row changes automatically, plus an explicit ``quarantine.c
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,6 +35,12 @@ from truthset.store.models import ImagingInstance, Item, Project, User
 from truthset.workspace.medical import DICOM_MEDIA_TYPE, dicom_bytes
 
 QUARANTINED = "quarantined"
+
+
+def may_see_quarantined(held: Iterable[Role]) -> bool:
+    """Whether these roles see quarantined images (administrators and managers, who decide
+    on them); readers never do."""
+    return bool({Role.ADMIN, Role.MANAGER} & set(held))
 
 
 @dataclass(frozen=True)

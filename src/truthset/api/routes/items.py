@@ -46,6 +46,7 @@ from truthset.store.models import Annotation, Consensus, Item, User
 from truthset.workflow.annotations import current_labels, record_annotation
 from truthset.workflow.consensus import compute_consensus
 from truthset.workspace.imports import import_items
+from truthset.workspace.quarantine import may_see_quarantined
 
 router = APIRouter(prefix=PREFIX + "/projects/{key}", tags=["items"])
 
@@ -104,9 +105,13 @@ def read_item(key: Key, item_id: ItemId, ctx: CtxDep) -> ItemOut:
             responses={200: {"content": {"application/octet-stream": {}}}})
 def download_media(key: Key, item_id: ItemId, index: Annotated[int, Path(ge=0, le=10000)],
                    ctx: CtxDep) -> StreamingResponse:
-    """The bytes of one media file of an item (the download is audited)."""
-    project, _ = load_project(ctx, key, Action.ITEM_READ)
+    """The bytes of one media file of an item (the download is audited). Quarantined
+    images (possible burned-in identity) go to managers and administrators only."""
+    project, held = load_project(ctx, key, Action.ITEM_READ)
     item = load_item(ctx.session, project, item_id)
+    if item.status == "quarantined" and not may_see_quarantined(held):
+        raise PermissionDeniedError("the item is quarantined until a manager clears or "
+                                    "redacts it")
     media = item.media or []
     if index >= len(media) or not isinstance(media[index], dict):
         raise NotFoundError(f"item {item_id} has no media file {index}")
