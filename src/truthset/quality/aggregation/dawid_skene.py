@@ -117,11 +117,26 @@ def row_max(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def row_sum(values: np.ndarray) -> np.ndarray:
+    """Sum of each row of an ``n × K`` array with small ``K`` (K element-wise passes: several
+    times faster than ``sum(axis=1)`` or a matrix-vector product on a short last axis)."""
+    out = values[:, 0].copy()
+    for k in range(1, values.shape[1]):
+        out += values[:, k]
+    return out
+
+
+def column_mean(values: np.ndarray) -> np.ndarray:
+    """Mean of each column of an ``n × K`` array with small ``K`` (one pass per column)."""
+    n = max(values.shape[0], 1)
+    return np.array([values[:, k].sum() / n for k in range(values.shape[1])], values.dtype)
+
+
 def softmax_rows(log_like: np.ndarray) -> np.ndarray:
     """Row-wise normalised ``exp`` of log-likelihoods (max-shifted for stability; in place)."""
     log_like -= row_max(log_like)[:, None]
     np.exp(log_like, out=log_like)
-    log_like /= (log_like @ np.ones(log_like.shape[1], dtype=log_like.dtype))[:, None]
+    log_like /= row_sum(log_like)[:, None]
     return log_like
 
 
@@ -163,8 +178,8 @@ def lower_bound(
     joint = float(np.sum(counts * log_conf))
     mass_per_class = counts.sum(axis=(0, 1))
     joint += float(mass_per_class @ np.log(np.maximum(priors, EPS)))
-    clipped = np.maximum(proba, EPS)
-    entropy = -float(np.sum(clipped * np.log(clipped)))
+    clipped = np.maximum(proba, EPS).ravel()
+    entropy = -float(clipped @ np.log(clipped))
     return joint + entropy
 
 
@@ -251,7 +266,7 @@ class DawidSkene(Aggregator):
         mats = label_matrices(encoded, self.dtype)
         proba = vote_shares(encoded, self.dtype)
         clamp_gold(proba, gold)
-        priors = proba.mean(axis=0)
+        priors = column_mean(proba)
         counts = soft_counts(mats, proba)
         conf = self._confusion(counts, mats)
         log_conf = safe_log(conf)
@@ -261,7 +276,7 @@ class DawidSkene(Aggregator):
         for _ in range(self.n_iter):
             proba = e_step(mats, log_conf, priors)
             clamp_gold(proba, gold)
-            priors = proba.mean(axis=0)
+            priors = column_mean(proba)
             counts = soft_counts(mats, proba)
             conf = self._confusion(counts, mats)
             log_conf = safe_log(conf)
