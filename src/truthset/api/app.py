@@ -21,6 +21,7 @@ from truthset.api.limits import BodyLimitMiddleware
 from truthset.api.routes import audit, auth, items, jobs, projects, releases, tasks, users
 from truthset.api.routes.common import PREFIX
 from truthset.api.routes.dicomweb import router as dicomweb_router
+from truthset.api.webapp import mount_webapp
 from truthset.auth.oidc import OidcClient, OidcConfig
 from truthset.workspace.workspace import Workspace
 
@@ -94,6 +95,8 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
         upload_limit=settings_now.max_upload_bytes,
         is_upload=_is_upload,
     )
+    # Last: the web application's fallback route answers every path no router took.
+    mount_webapp(app)
     return app
 
 

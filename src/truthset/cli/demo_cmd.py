@@ -26,6 +26,11 @@ def demo_cmd(
                                    "truthset-demo-<time> folder here)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated readers.")] = 0,
+    serve: Annotated[bool, typer.Option(
+        "--serve", help="Then serve the web application on the demo, with a sign-in for each "
+                        "role (printed).")] = False,
+    host: Annotated[str, typer.Option(help="Address to serve on (with --serve).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on (with --serve).")] = 8000,
 ) -> None:
     """Build a sample project: real images, simulated readers, consensus, agreement, release."""
     folder = directory or Path(f"truthset-demo-{datetime.now(UTC):%Y%m%d-%H%M%S}")
@@ -50,6 +55,17 @@ def demo_cmd(
         "Consensus accuracy against the simulated truth: "
         + ", ".join(f"{m} {v:.1%}" for m, v in result.consensus_accuracy.items())
     )
+    work = result.workflow
+    if work:
+        console.print(f"Workflow: {work['reads']} reads handed out by the task queue, "
+                      f"{work['escalations']} escalations, {work['adjudications']} settled by the "
+                      "senior reader")
+        for name, reason in work["not_working"].items():
+            console.print(f"  {name} got no task: {reason}")
+        gold = work["gold"]
+        if len(gold):
+            console.print("  accuracy on known-answer items: " + ", ".join(
+                f"{r.reader} {r.accuracy:.0%}" for r in gold.itertuples() if r.n_gold))
     root = result.folder.resolve()
     console.print("\n[bold]Made[/]:")
     console.print(f"  workspace   {root / 'workspace'}   (try: truthset project list "
@@ -68,3 +84,28 @@ def demo_cmd(
         console.print(f"  diff        {diff_file}  ({result.diff['summary']['label_changed']} "
                       f"labels changed, {result.diff['summary']['removed']} removed)")
     console.print(f"  audit log   truthset audit verify -w {root / 'workspace'}")
+    if serve:
+        _serve_demo(root / "workspace", host, port)
+
+
+def _serve_demo(folder: Path, host: str, port: int) -> None:
+    """Give the demo users passwords, print them, and run the web application."""
+    import os
+
+    import uvicorn
+
+    from truthset.demo import PROJECT_KEY
+    from truthset.demo_web import demo_logins
+    from truthset.workspace.workspace import ENV_WORKSPACE, Workspace
+
+    with Workspace.open(folder) as workspace:
+        logins = demo_logins(workspace, PROJECT_KEY)
+    table = Table("role", "user name", "password", title="Sign in as (passwords made for this run)")
+    for login in logins:
+        table.add_row(login.role, login.username, login.password)
+    console.print()
+    console.print(table)
+    console.print(f"[bold]Open http://{host}:{port}/[/] (API docs at /docs). Ctrl+C stops it.")
+    os.environ[ENV_WORKSPACE] = str(folder.resolve())
+    uvicorn.run("truthset.api.app:create_app_from_env", factory=True, host=host, port=port,
+                log_level="warning", access_log=False)

@@ -1,0 +1,235 @@
+"""End-to-end: the web application in real headless Chromium against a live server.
+
+Reader A signs in, draws a box and a brush mask on a de-identified CT (DICOM) and submits;
+reader B labels the same item differently; the labels and their provenance are checked through
+the API. In a project the workflow runs (classification: the task service takes no geometric
+schema yet), two blinded readers disagree, the adjudicator resolves it with a reason, and the
+final label's provenance is checked; a reviewer corrects a read in a single-review project.
+Screenshots of the pages go to ``docs/screenshots/`` when ``TRUTHSET_SCREENSHOTS=1``.
+
+Needs the ``playwright`` package and Debian's ``chromium`` (never a downloaded browser); skips
+cleanly without them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from webapp_support import (
+    CONSENSUS_POLICY,
+    PASSWORD,
+    REVIEW_POLICY,
+    add_workflow_project,
+    build_box_project,
+    live_server,
+    require_browser,
+)
+
+pytestmark = pytest.mark.slow
+
+SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    path = require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    workspace = build_box_project(tmp_path_factory.mktemp("e2e"))
+    items = {key: add_workflow_project(workspace, key=key, policy=policy)
+             for key, policy in (("findings", CONSENSUS_POLICY), ("triage", REVIEW_POLICY))}
+    with workspace, live_server(workspace) as live:
+        live.items = items  # type: ignore[attr-defined]
+        yield live
+
+
+def shot(page: Any, name: str) -> None:
+    """Save a screenshot of the page for the docs (only when asked: it rewrites files)."""
+    if os.environ.get("TRUTHSET_SCREENSHOTS") == "1":
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def sign_in(browser: Any, server: Any, user: str, path: str) -> Any:
+    """A fresh browser context signed in as ``user`` on ``path``."""
+    context = browser.new_context(viewport={"width": 1400, "height": 880})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + path)
+    page.fill("#username", user)
+    page.fill("#password", PASSWORD)
+    page.click("#sign-in")
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+def drag(page: Any, points: list[tuple[float, float]]) -> None:
+    """Press the left button at the first point, move through the others, release."""
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x, y, steps=6)
+    page.mouse.up()
+
+
+def viewport_centre(page: Any) -> tuple[float, float]:
+    box = page.locator("#viewer .viewport").bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def api(server: Any, user: str) -> httpx.Client:
+    """An API client signed in as ``user`` (cookie session; reads only)."""
+    client = httpx.Client(base_url=server.url + "/api/v1")
+    client.post("/auth/login", json={"username": user, "password": PASSWORD}).raise_for_status()
+    return client
+
+
+def test_readers_label_a_dicom_image_in_the_browser(browser: Any, server: Any) -> None:
+    # Reader A: box + brush mask, submit with Enter.
+    page = sign_in(browser, server, "ana", "/annotate?project=lesions")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    cx, cy = viewport_centre(page)
+    page.keyboard.press("1")
+    page.keyboard.press("b")
+    drag(page, [(cx - 90, cy - 60), (cx - 40, cy - 10), (cx + 10, cy + 40)])
+    page.keyboard.press("m")
+    drag(page, [(cx + 40, cy - 60), (cx + 55, cy - 50), (cx + 70, cy - 40)])
+    page.wait_for_timeout(400)  # the draft is saved a moment after the last change
+    shot(page, "annotate")
+
+    # A reload keeps the unsaved drawing.
+    page.reload()
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    draft = page.evaluate("() => localStorage.getItem('truthset.draft.ana.lesions.annotate.1')")
+    assert draft and '"type":"box"' in draft and '"type":"mask"' in draft
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#queue-empty", timeout=10000)
+    assert page.evaluate("() => localStorage.getItem('truthset.draft.ana.lesions.annotate.1')") \
+        is None
+    assert not page.errors
+
+    # Reader B: a different class and a different box.
+    page_b = sign_in(browser, server, "ben", "/annotate?project=lesions")
+    page_b.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    cx, cy = viewport_centre(page_b)
+    page_b.keyboard.press("2")
+    page_b.keyboard.press("b")
+    drag(page_b, [(cx - 20, cy - 20), (cx + 40, cy + 30), (cx + 70, cy + 60)])
+    page_b.wait_for_timeout(300)
+    page_b.click("#submit")
+    page_b.wait_for_selector("#queue-empty", timeout=10000)
+    assert not page_b.errors
+
+    # Through the API: both reads, with their authors, versions and shapes.
+    client = api(server, "max")
+    try:
+        reads = client.get("/projects/lesions/items/1/annotations").json()["items"]
+    finally:
+        client.close()
+    by_author = {r["author"]: r for r in reads}
+    assert set(by_author) == {"ana", "ben"}
+    ana = by_author["ana"]["payload"]["objects"]
+    assert {o["type"] for o in ana} == {"box", "mask"}
+    assert all(o["label"] == "nodule" for o in ana)
+    mask = next(o for o in ana if o["type"] == "mask")
+    assert mask["rle"]["size"] == [128, 128] and sum(mask["rle"]["counts"]) == 128 * 128
+    assert sum(mask["rle"]["counts"][1::2]) > 20  # painted pixels
+    box = next(o for o in ana if o["type"] == "box")
+    assert all(0 <= v <= 128 for v in box["bbox"]) and box["bbox"][2] > 5
+    assert [o["label"] for o in by_author["ben"]["payload"]["objects"]] == ["mass"]
+    for read in reads:
+        assert read["schema_version"] == 1 and read["guideline_version"] == 1
+        assert read["time_spent_s"] is not None and read["time_spent_s"] > 0
+
+
+def label_and_submit(browser: Any, server: Any, user: str, project: str, key: str) -> None:
+    """Sign in as ``user``, take the next task of ``project``, press ``key``, submit."""
+    page = sign_in(browser, server, user, f"/annotate?project={project}")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    page.keyboard.press(key)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#queue-empty", timeout=10000)
+    assert not page.errors
+    page.context.close()
+
+
+def test_disagreement_is_adjudicated_in_the_browser(browser: Any, server: Any) -> None:
+    item = server.items["findings"]
+    label_and_submit(browser, server, "ana", "findings", "2")  # nodule
+    label_and_submit(browser, server, "ben", "findings", "3")  # mass
+
+    page = sign_in(browser, server, "sam", "/adjudicate?project=findings")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    cards = page.locator("#reader-cards .reader-card")
+    assert cards.count() == 2
+    assert page.locator("[data-reader=ana] .reader-label").inner_text() == "nodule"
+    assert page.locator("[data-reader=ben] .reader-label").inner_text() == "mass"
+    assert "under target" in page.inner_text("#escalation-reason")
+    page.keyboard.press("Alt+2")  # start from ben's label
+    assert "chosen" in (page.locator("button.class[data-cls=mass]").get_attribute("class") or "")
+    shot(page, "adjudicate")
+    page.click("#finalise")  # no reason yet: refused in the page, nothing sent
+    page.wait_for_selector(".notice.error", timeout=5000)
+    page.fill("#adjudication-reason", "30 mm across on the lung window: a mass.")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#queue-empty", timeout=10000)
+    assert not page.errors
+
+    client = api(server, "max")
+    try:
+        final = client.get(f"/projects/findings/items/{item}/consensus").json()
+        reads = client.get(f"/projects/findings/items/{item}/annotations").json()["items"]
+    finally:
+        client.close()
+    assert final["status"] == "final" and final["method"] == "adjudication"
+    assert final["label"] == {"label": "mass"}
+    by_id = {r["id"]: r for r in reads}
+    inputs = [by_id[i] for i in final["input_annotation_ids"]]
+    assert [(r["author"], r["source"]) for r in inputs] == [
+        ("ana", "human"), ("ben", "human"), ("sam", "adjudication")]
+    decision = inputs[-1]
+    assert decision["payload"]["label"] == "mass"
+    assert decision["payload"]["reason"] == "30 mm across on the lung window: a mass."
+    assert decision["guideline_version"] == 1 and decision["time_spent_s"] > 0
+
+
+def test_reviewer_corrects_a_read_in_the_browser(browser: Any, server: Any) -> None:
+    item = server.items["triage"]
+    label_and_submit(browser, server, "ana", "triage", "1")  # normal
+
+    page = sign_in(browser, server, "rita", "/review?project=triage")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    assert page.inner_text("#under-review") == "normal"
+    page.keyboard.press("2")
+    page.fill("#review-comment", "Small round opacity in the left lung.")
+    shot(page, "review")
+    page.click("#correct")
+    page.wait_for_selector("#queue-empty", timeout=10000)
+    assert not page.errors
+
+    client = api(server, "max")
+    try:
+        final = client.get(f"/projects/triage/items/{item}/consensus").json()
+        reads = client.get(f"/projects/triage/items/{item}/annotations").json()["items"]
+    finally:
+        client.close()
+    assert final["status"] == "final" and final["label"] == {"label": "nodule"}
+    corrected = next(r for r in reads if r["id"] == final["input_annotation_ids"][0])
+    assert corrected["author"] == "rita" and corrected["parent_id"] is not None

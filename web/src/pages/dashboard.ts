@@ -1,0 +1,143 @@
+// Dashboards: progress, agreement with confidence intervals, readers, queues and escalations.
+
+import { ApiError, all, get, type Annotation, type Consensus, type Item } from '../api';
+import { barChart, heatmap, lineChart, type Bar } from '../charts';
+import type { Cleanup, PageCtx } from '../main';
+import { fail, fmtNum, fmtTime, h, table } from '../ui';
+import { projectRules } from '../workspace';
+import { escalations, readerSummaries } from '../tasks';
+
+interface AgreementOut {
+  metric: string;
+  value: number | null;
+  ci: [number, number] | null;
+  n_items: number;
+  n_annotators: number;
+  level: string | null;
+  reason?: string | null;
+}
+
+function panel(title: string, ...body: (Node | string | null)[]): HTMLElement {
+  return h('section.panel', null, h('h3', null, title), body);
+}
+
+/** The dashboards of the current project. */
+export async function dashboardPage(root: HTMLElement, ctx: PageCtx): Promise<Cleanup> {
+  const project = ctx.project!;
+  const rules = await projectRules(project);
+  const classes = rules.schema.definition.classes.map((c) => c.name);
+  const grid = h('div.grid2#dashboards');
+  root.append(h('h2', null, 'Dashboards'), grid);
+  const [items, annotations, consensus] = await Promise.all([
+    all<Item>(`/projects/${project}/items`),
+    all<Annotation>(`/projects/${project}/annotations`).catch(() => [] as Annotation[]),
+    all<Consensus>(`/projects/${project}/consensus`).catch(() => [] as Consensus[]),
+  ]);
+
+  // -- progress -------------------------------------------------------------------------------
+  const human = annotations.filter((a) => a.source === 'human');
+  const times = human.map((a) => new Date(a.created_at).getTime()).sort((a, b) => a - b);
+  const finalTimes = consensus.map((c) => new Date((c as unknown as { created_at: string }).created_at).getTime()).sort((a, b) => a - b);
+  const cumulative = (ts: number[]): [number, number][] => ts.map((t, k) => [t, k + 1]);
+  const byStatus = new Map<string, number>();
+  for (const i of items) byStatus.set(i.status, (byStatus.get(i.status) ?? 0) + 1);
+  const labelled = new Set(human.map((a) => a.item_id)).size;
+  grid.append(panel('Progress',
+    h('p', null, `${items.length} items · ${labelled} labelled at least once · ${human.length} reads · ${consensus.length} with a consensus`),
+    barChart([...byStatus].map(([label, value]) => ({ label, value })), { format: (v) => String(Math.round(v)) }),
+    times.length ? lineChart([
+      { name: 'reads', color: '#3d8bfd', points: cumulative(times) },
+      { name: 'consensus', color: '#3fb950', points: cumulative(finalTimes) },
+    ]) : h('p.muted', null, 'No reads yet.')));
+
+  // -- agreement ------------------------------------------------------------------------------
+  const agreementPanel = panel('Agreement between readers (95% bootstrap intervals)', h('p.muted', null, 'Computing…'));
+  grid.append(agreementPanel);
+  void (async () => {
+    const kind = rules.schema.definition;
+    if (kind.kind !== 'classification') {
+      agreementPanel.lastElementChild!.replaceWith(h('p.muted', null, `Agreement coefficients apply to classification schemas; this project labels ${kind.kind}es.`));
+      return;
+    }
+    const level = kind.mode === 'ordinal' ? 'ordinal' : 'nominal';
+    const bars: Bar[] = [];
+    const rows: (string | Node)[][] = [];
+    for (const [metric, lvl] of [['krippendorff', level], ['fleiss', 'nominal'], ['ac1', 'nominal'], ['percent', 'nominal']] as const) {
+      try {
+        const r = await get<AgreementOut>(`/projects/${project}/agreement?metric=${metric}&level=${lvl}&ci=true`);
+        if (r.value !== null) bars.push({ label: `${metric}${metric === 'krippendorff' ? ` (${lvl})` : ''}`, value: r.value, lo: r.ci?.[0], hi: r.ci?.[1] });
+        rows.push([metric, lvl, fmtNum(r.value), r.ci ? `[${fmtNum(r.ci[0])}, ${fmtNum(r.ci[1])}]` : '—', String(r.n_items), r.reason ?? '']);
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.status !== 400) throw err;
+        rows.push([metric, lvl, '—', '—', '0', err.detail]);
+      }
+    }
+    agreementPanel.lastElementChild!.replaceWith(h('div', null,
+      bars.length ? barChart(bars, { domain: [Math.min(0, ...bars.map((b) => b.lo ?? b.value)), 1] }) : h('p.muted', null, 'Not enough overlapping reads yet.'),
+      table(['coefficient', 'level', 'value', '95% CI', 'items', 'note'], rows)));
+  })().catch(fail);
+
+  // -- readers' known-answer figures and escalations (the workflow service) ---------------------
+  const [skills, escalated] = await Promise.all([readerSummaries(project), escalations(project, 'all')]);
+
+  // Reader leaderboard and confusion against the consensus (counts of what is shown).
+  const consensusLabel = new Map<number, string>();
+  for (const c of consensus) if (typeof c.label?.label === 'string') consensusLabel.set(c.item_id, c.label.label as string);
+  const latest = new Map<string, Annotation>();
+  for (const a of human) if (a.author) latest.set(`${a.author}|${a.item_id}`, a);
+  const readers = new Map<string, { n: number; agree: number; compared: number; time: number[] }>();
+  const confusion = new Map<string, number[][]>();
+  for (const a of latest.values()) {
+    const r = readers.get(a.author!) ?? { n: 0, agree: 0, compared: 0, time: [] };
+    r.n++;
+    if (a.time_spent_s != null) r.time.push(a.time_spent_s);
+    const truth = consensusLabel.get(a.item_id);
+    const said = typeof a.payload.label === 'string' ? a.payload.label : null;
+    if (truth && said) {
+      r.compared++;
+      if (truth === said) r.agree++;
+      const m = confusion.get(a.author!) ?? classes.map(() => classes.map(() => 0));
+      const i = classes.indexOf(said);
+      const j = classes.indexOf(truth);
+      if (i >= 0 && j >= 0) m[i][j]++;
+      confusion.set(a.author!, m);
+    }
+    readers.set(a.author!, r);
+  }
+  const skill = new Map(skills.map((r) => [r.reader, r]));
+  const board = [...readers].sort((a, b) => (b[1].compared ? b[1].agree / b[1].compared : -1) - (a[1].compared ? a[1].agree / a[1].compared : -1));
+  const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : NaN);
+  if (board.length) {
+    const pick = h('select#confusion-reader', null, [...confusion.keys()].map((n) => h('option', { value: n }, n)));
+    const holder = h('div');
+    const draw = () => {
+      const m = confusion.get(pick.value);
+      holder.replaceChildren(m ? heatmap(classes, classes, m, { title: `${pick.value}: rows = reader, columns = consensus` }) : h('p.muted', null, 'No reads compared yet.'));
+    };
+    pick.addEventListener('change', draw);
+    grid.append(panel('Reader leaderboard (agreement with the consensus)',
+      barChart(board.filter(([, r]) => r.compared).map(([name, r]) => ({ label: name, value: r.agree / r.compared })), { domain: [0, 1] }),
+      table(['reader', 'reads', 'agrees with consensus', 'median time (s)', 'gold accuracy', 'status'], board.map(([name, r]) => [
+        name, String(r.n), r.compared ? `${(100 * r.agree / r.compared).toFixed(0)}% of ${r.compared}` : '—',
+        fmtNum(median(r.time), 1), fmtNum(skill.get(name)?.accuracy ?? null, 2), [skill.get(name)?.calibration, skill.get(name)?.suspended].filter(Boolean).join(' · '),
+      ]))));
+    grid.append(panel('Confusion against the consensus', pick, holder));
+    draw();
+  }
+
+  if (skills.length) {
+    grid.append(panel('Readers on known answers (gold and calibration)',
+      barChart(skills.filter((r) => r.accuracy != null).map((r) => ({ label: r.reader, value: r.accuracy! })), { domain: [0, 1] }),
+      table(['reader', 'gold reads', 'accuracy', 'lowest class sensitivity', 'calibration', 'suspended for'], skills.map((r) => [
+        r.reader, String(r.n_gold), fmtNum(r.accuracy, 2), fmtNum(r.min_sensitivity, 2), r.calibration ?? '—', r.suspended || '—',
+      ]))));
+  }
+  const open = escalated.filter((e) => e.status === 'open');
+  const now = Date.now();
+  const ages = open.map((e) => ({ label: `item ${e.item_id}`, value: e.overdue ? e.hours_overdue : (new Date(e.due_at).getTime() - now) / -3.6e6, color: e.overdue ? '#ff6b6b' : '#3d8bfd' }));
+  grid.append(panel('Escalations (hours past deadline; negative: time left)',
+    open.length ? barChart(ages, { format: (v) => v.toFixed(0) }) : null,
+    escalated.length
+      ? table(['item', 'tiers', 'reason', 'status', 'due', 'overdue'], escalated.map((e) => [String(e.item_id), `${e.from_tier} → ${e.to_tier}`, e.reason, e.status, fmtTime(e.due_at), e.overdue ? `⚠ ${e.hours_overdue.toFixed(1)} h` : '']))
+      : h('p.muted', null, 'No escalations.')));
+}

@@ -1,0 +1,175 @@
+// Where work comes from. The workflow task service (POST tasks/next, tasks/{id}/submit,
+// reviews, adjudications) leases one task at a time; projects outside the workflow (geometric
+// schemas, which the task service does not run) are labelled item by item through the
+// annotations endpoint.
+
+import { ApiError, all, get, post, type Annotation, type Item, type Payload } from './api';
+
+export interface TaskContext {
+  under_review?: { annotation_id: number; label: string };
+  reads?: { annotation_id: number; reader: string; label: string }[];
+  review?: { reviewer: string; label: string | null; escalated: boolean };
+  escalation?: { reason: string; due_at: string };
+  draft?: { label: string };
+}
+
+export interface Task {
+  /** The task id (null in item mode). */
+  id: number | null;
+  item_id: number;
+  stage: string;
+  status?: string;
+  lease_expires_at?: string | null;
+  context?: TaskContext;
+}
+
+export interface NextTask {
+  task: Task | null;
+  reason: string;
+}
+
+export interface TasksApi {
+  /** `tasks`: the server's workflow leases the work; `items`: the reader labels items in order. */
+  mode: 'tasks' | 'items';
+  next(after: number | null): Promise<NextTask>;
+  open(itemId: number): Promise<Task>;
+  submit(task: Task, payload: Payload, elapsed: number, parentId: number | null): Promise<{ next_step?: string }>;
+  /** Items still to label (item mode only). */
+  pending(): Promise<Task[]>;
+}
+
+interface TaskOut {
+  task_id: number;
+  item_id: number;
+  stage: string;
+  lease_expires_at: string | null;
+  context: TaskContext;
+}
+
+function fromOut(t: TaskOut): Task {
+  return { id: t.task_id, item_id: t.item_id, stage: t.stage, lease_expires_at: t.lease_expires_at, context: t.context };
+}
+
+/** Lease the next task of `project` (or get back the one you hold). */
+export async function nextTask(project: string): Promise<NextTask> {
+  const out = await post<{ task: TaskOut | null; reason: string }>(`/projects/${project}/tasks/next`);
+  return { task: out.task ? fromOut(out.task) : null, reason: out.reason };
+}
+
+/** Whether the project runs the workflow (the task service takes only single or ordinal
+ * classification schemas). */
+export function usesWorkflow(kind: string, mode?: string): boolean {
+  return kind === 'classification' && mode !== 'multi';
+}
+
+function taskMode(project: string): TasksApi {
+  return {
+    mode: 'tasks',
+    next: () => nextTask(project),
+    async open() {
+      const got = await nextTask(project);
+      if (!got.task) throw new ApiError(404, 'not_found', got.reason || 'no task is waiting for you');
+      return got.task;
+    },
+    async submit(task, payload, elapsed) {
+      return post(`/projects/${project}/tasks/${task.id}/submit`, { payload, time_spent_s: round(elapsed) });
+    },
+    async pending() {
+      return [];
+    },
+  };
+}
+
+function round(seconds: number): number {
+  return Math.round(seconds * 10) / 10;
+}
+
+/** Item mode: every item of the project, the ones you have not labelled first. */
+function itemMode(project: string, me: string): TasksApi {
+  const pending = async (): Promise<Task[]> => {
+    const [items, mine] = await Promise.all([
+      all<Item>(`/projects/${project}/items`),
+      all<Annotation>(`/projects/${project}/annotations`),
+    ]);
+    const done = new Set(mine.filter((a) => a.author === me).map((a) => a.item_id));
+    return items.filter((i) => i.status !== 'quarantined' && !done.has(i.id))
+      .map((i) => ({ id: null, item_id: i.id, stage: 'annotate', status: 'to label' }));
+  };
+  return {
+    mode: 'items',
+    pending,
+    async next(after) {
+      const rows = await pending();
+      const task = rows.find((t) => after === null || t.item_id > after) ?? rows.find((t) => t.item_id !== after) ?? null;
+      return { task, reason: task ? '' : 'every item has your label' };
+    },
+    async open(itemId) {
+      await get<Item>(`/projects/${project}/items/${itemId}`);
+      return { id: null, item_id: itemId, stage: 'annotate' };
+    },
+    async submit(task, payload, elapsed, parentId) {
+      await post(`/projects/${project}/items/${task.item_id}/annotations`, {
+        payload, time_spent_s: round(elapsed), parent_id: parentId ?? undefined,
+      });
+      return {};
+    },
+  };
+}
+
+/** The work source of `project` for `me`. */
+export function tasksApi(project: string, me: string, workflow: boolean): TasksApi {
+  return workflow ? taskMode(project) : itemMode(project, me);
+}
+
+/** Decide a review task. */
+export function sendReview(project: string, task: Task, body: { decision: string; payload?: Payload; comment: string; time_spent_s: number }): Promise<{ next_step: string }> {
+  return post(`/projects/${project}/tasks/${task.id}/reviews`, { ...body, time_spent_s: round(body.time_spent_s) });
+}
+
+/** Give the final label of an escalated item. */
+export function sendAdjudication(project: string, task: Task, body: { payload: Payload; reason: string; time_spent_s: number }): Promise<{ next_step: string }> {
+  return post(`/projects/${project}/tasks/${task.id}/adjudications`, { ...body, time_spent_s: round(body.time_spent_s) });
+}
+
+export interface ReaderSummary {
+  reader: string;
+  n_gold: number;
+  accuracy: number | null;
+  min_sensitivity: number | null;
+  calibration: string | null;
+  suspended: string;
+}
+
+export interface Escalation {
+  id: number;
+  item_id: number;
+  item: string;
+  from_tier: number;
+  to_tier: number;
+  reason: string;
+  status: string;
+  due_at: string;
+  overdue: boolean;
+  hours_overdue: number;
+  assignee: string | null;
+}
+
+/** Readers' known-answer figures (accuracy, calibration, suspensions); empty when not allowed. */
+export async function readerSummaries(project: string): Promise<ReaderSummary[]> {
+  try {
+    return await get<ReaderSummary[]>(`/projects/${project}/readers`);
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 403 || err.status === 404)) return [];
+    throw err;
+  }
+}
+
+/** Open (or all) escalations. */
+export async function escalations(project: string, status: 'open' | 'all' = 'open'): Promise<Escalation[]> {
+  try {
+    return await get<Escalation[]>(`/projects/${project}/escalations?status=${status}`);
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 403 || err.status === 404)) return [];
+    throw err;
+  }
+}
