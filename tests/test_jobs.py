@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,27 @@ def test_cancelling_queued_and_running_jobs(workspace: Workspace, tmp_path: Path
     assert final.status == "cancelled" and 3 <= final.progress_done < 2000
     with workspace.unit("boss") as s, pytest.raises(ConflictError):
         jobs.cancel(s, slow)
+
+
+def test_stale_running_jobs_are_requeued_and_pending_ones_run(workspace: Workspace,
+                                                                tmp_path: Path) -> None:
+    _seed(workspace, tmp_path)
+    with workspace.unit("boss") as s:
+        long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+        dead = Job(kind="acceptance", params={"project": "p"}, status="running", attempts=1,
+                   backend="inprocess", heartbeat_at=long_ago, started_at=long_ago)
+        spent = Job(kind="acceptance", params={"project": "p"}, status="running", attempts=3,
+                    backend="inprocess", heartbeat_at=long_ago, started_at=long_ago)
+        alive = Job(kind="acceptance", params={"project": "p"}, status="running", attempts=1,
+                    backend="inprocess", heartbeat_at=datetime.now(UTC))
+        s.add_all([dead, spent, alive])
+        s.flush()
+        ids = dead.id, spent.id, alive.id
+    with workspace.unit("boss") as s:
+        assert jobs.requeue_stale(s, older_than_s=60) == [ids[0]]
+    assert [_job(workspace, i).status for i in ids] == ["queued", "failed", "running"]
+    assert jobs.run_pending(workspace) == [(ids[0], "succeeded")]
+    assert _job(workspace, ids[0]).attempts == 2
 
 
 def test_idempotency_key(workspace: Workspace, tmp_path: Path) -> None:

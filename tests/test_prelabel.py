@@ -232,6 +232,9 @@ def test_registry_refuses_bad_registrations(workspace: Workspace, tmp_path: Path
             service.register_model(s, p, name="m", version="1", kind="classical",
                                    classes=["lesion"], config=cfg)
         assert service.get_model(s, p, "m").version == "1"
+        service.retire_model(s, p, "m", "1")
+    with pytest.raises(InputError, match="retired"):
+        service.run_prelabel(workspace, "p", "m")
 
 
 # -- remote HTTP model ----------------------------------------------------------------------------

@@ -42,6 +42,9 @@ def follow(ws: Workspace, job: Job, *, background: bool) -> Job:
     cancels it)."""
     if background or job.backend != "inprocess":
         console.print(f"job [bold]{job.id}[/] queued ({job.kind}, {job.backend})")
+        if background and job.backend == "inprocess":
+            err_console.print("in-process backend: the job runs in this process, which "
+                              "exits when it is done")
         if background:
             return job
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -150,6 +153,27 @@ def submit_cmd(
             job = jobs.enqueue(ws, session, kind, params, project=proj, actor=who,
                                idempotency_key=key)
         follow(ws, job, background=background)
+
+
+@jobs_app.command("recover")
+@handle_errors
+def recover_cmd(
+    stale_after: Annotated[float, typer.Option(help="Seconds without a heartbeat after which "
+                                                    "a running job's worker is presumed "
+                                                    "dead.")] = 600.0,
+    run: Annotated[bool, typer.Option(help="Then run the queued in-process jobs here.")]
+    = True,
+    workspace: WorkspaceOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Requeue jobs whose worker died, and run queued in-process jobs (after a restart)."""
+    with open_workspace(workspace) as ws:
+        with ws.unit(actor_name(actor)) as session:
+            requeued = jobs.requeue_stale(session, older_than_s=stale_after)
+        console.print(f"requeued {len(requeued)} job(s)")
+        if run:
+            for job_id, status in jobs.run_pending(ws):
+                console.print(f"job {job_id}: {status}")
 
 
 @jobs_app.command("setup")

@@ -91,6 +91,21 @@ def models_cmd(project: ProjectOption, workspace: WorkspaceOption = None) -> Non
         console.print(table)
 
 
+@prelabel_app.command("retire")
+@handle_errors
+def retire_cmd(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    project: ProjectOption,
+    version: Annotated[str, typer.Option(help="Model version.")],
+    workspace: WorkspaceOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Stop a model from drafting (its drafts stay)."""
+    with open_workspace(workspace) as ws, ws.unit(actor_name(actor)) as session:
+        row = service.retire_model(session, get_project(session, project), name, version)
+        console.print(f"retired {row.name} {row.version}")
+
+
 @prelabel_app.command("run")
 @handle_errors
 def run_cmd(

@@ -315,6 +315,49 @@ def execute_job(workspace: Workspace, job_id: int, *, worker: str = "inprocess")
     return Execution("succeeded")
 
 
+# -- recovery -------------------------------------------------------------------------------------
+def requeue_stale(session: Session, *, older_than_s: float = 600.0) -> list[int]:
+    """Running jobs whose worker stopped reporting (no heartbeat for ``older_than_s``) go back
+    to ``queued`` (re-deferred on procrastinate), or to ``failed`` when out of attempts.
+
+    Returns the ids requeued.
+    """
+    now = datetime.now(UTC)
+    requeued = []
+    for job in session.scalars(select(Job).where(Job.status == "running")).all():
+        beat = job.heartbeat_at or job.started_at
+        if beat is not None and beat.tzinfo is None:
+            beat = beat.replace(tzinfo=UTC)
+        if beat is not None and (now - beat).total_seconds() < older_than_s:
+            continue
+        if job.attempts >= job.max_attempts:
+            job.status, job.finished_at = "failed", now
+            job.error = "the worker stopped reporting and no attempt is left"
+            continue
+        job.status, job.message = "queued", "requeued: the worker stopped reporting"
+        session.flush()
+        if job.backend == "procrastinate":
+            from truthset.jobs.queue import defer_in_transaction
+
+            job.external_id = str(defer_in_transaction(session, job.id))
+        requeued.append(job.id)
+    session.flush()
+    return requeued
+
+
+def run_pending(workspace: Workspace, *, limit: int = 100) -> list[tuple[int, str]]:
+    """Run the queued in-process jobs here, oldest first (after a restart, or for jobs queued
+    by a process that exited); returns ``(job id, final status)`` pairs."""
+    with workspace.sessions() as session:
+        ids = list(session.scalars(select(Job.id).where(
+            Job.status == "queued", Job.backend == "inprocess").order_by(Job.id).limit(limit)))
+    runner = InProcessRunner(workspace)
+    try:
+        return [(job_id, runner.run(job_id).status) for job_id in ids]
+    finally:
+        runner.shutdown()
+
+
 # -- the in-process runner ------------------------------------------------------------------------
 class InProcessRunner:
     """Runs jobs on a small thread pool inside this process (the embedded default).

@@ -144,6 +144,20 @@ def get_model(session: Session, project: Project, name: str,
     return row
 
 
+def retire_model(session: Session, project: Project, name: str, version: str) -> PrelabelModel:
+    """Stop a model from drafting (its drafts and log stay; the change is audited).
+
+    Raises
+    ------
+    NotFoundError
+        No such model.
+    """
+    row = get_model(session, project, name, version)
+    row.active = False
+    session.flush()
+    return row
+
+
 def make_adapter(model: PrelabelModel, blobs: BlobStore) -> ModelAdapter:
     """Build the adapter of a registered model."""
     output: OutputKind = model.output  # type: ignore[assignment]
