@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from truthset import audit
 from truthset.cli.main import app
-from truthset.demo import READERS, run_demo
+from truthset.demo import ADJUDICATOR, READERS, run_demo
 from truthset.workspace.workspace import Workspace
 
 
@@ -31,9 +31,14 @@ def test_release_files_match_their_manifest(demo) -> None:  # type: ignore[no-un
     labels = pd.read_csv(folder / "labels.csv")
     provenance = pd.read_csv(folder / "provenance.csv")
     assert len(labels) == demo.n_items
-    # Every final label is backed by one read per simulated reader, all named.
-    assert (provenance.groupby("item")["annotator"].nunique() == len(READERS)).all()
-    assert set(provenance["annotator"]) == {name for name, _t, _a in READERS}
+    # Every final label is backed by one read per simulated reader, all named; split votes
+    # went through the queue to the senior reader, whose adjudication is recorded beside them.
+    reads = provenance[provenance["role"] == "read"]
+    assert (reads.groupby("item")["annotator"].nunique() == len(READERS)).all()
+    assert set(reads["annotator"]) == {name for name, _t, _a in READERS}
+    adjudications = provenance[provenance["role"] == "adjudication"]
+    assert set(adjudications["annotator"]) <= {ADJUDICATOR}
+    assert len(adjudications) == demo.workflow["adjudications"] > 0
     assert provenance["created_at"].str.endswith("+00:00").all()
 
 
@@ -74,7 +79,19 @@ def test_demo_releases_are_signed_verified_and_diffed(demo) -> None:  # type: ig
         assert [s.meaning for s in report.signatures] == ["approved for training"]
         assert (made.folder / "datasheet.html").is_file()
         assert (made.folder / "datasheet.pdf").is_file()
-    assert demo.second_release.n_excluded == 1
+    # v2 leaves out one more item than v1 (which leaves out the known-answer items).
+    assert demo.second_release.n_excluded == demo.release.n_excluded + 1
     assert demo.diff["summary"]["label_changed"] == 2
     assert all(c["audit_event"]["seq"] for c in demo.diff["label_changed"])
     assert (demo.folder / "releases" / "diff-v1-v2.txt").read_text().startswith("Release diff")
+
+
+def test_demo_readers_went_through_the_workflow(demo) -> None:  # type: ignore[no-untyped-def]
+    work = demo.workflow
+    # The trainee failed calibration and was never given a real item, and was told why.
+    assert "calibration not passed" in work["not_working"]["tia"]
+    # Every reader was scored on the known-answer items (calibration and gold).
+    scored = work["gold"].set_index("reader")
+    assert {name for name, _t, _a in READERS} <= set(scored.index)
+    assert (scored["n_gold"] >= 3).all()
+    assert work["escalations"] >= work["adjudications"] > 0

@@ -3,8 +3,12 @@
 Real medical images that ship inside installed packages (nibabel's MR volume, pydicom's CT, MR
 and ultrasound files) become items. Simulated readers of different skill grade each image's
 diagnostic quality (an ordinal schema); the simulated grades are *made up*, drawn around a
-hidden "true" grade so that the consensus can be scored. Then the usual path runs: reads are
-recorded, the consensus is computed, agreement is measured and a release folder is written.
+hidden "true" grade so that the consensus can be scored. The readers work through the real
+workflow services: a stored policy (five blinded reads, majority vote, adjudication of split
+votes), a calibration batch each reader must pass (one trainee does not), gold items mixed into
+the queues and scored, ``next_task``/``submit`` for every read, escalations taken by the senior
+reader through the same queue. Then agreement is measured, a quality audit escalates the
+least-agreed items, and two signed releases and their diff are written.
 """
 
 from __future__ import annotations
@@ -13,23 +17,23 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from truthset.domain.errors import InputError
 from truthset.quality.aggregation.registry import make_aggregator
 from truthset.release import diff as release_diff
 from truthset.release import service as releases
-from truthset.store.models import Escalation, Item, Project, Task
-from truthset.workflow.annotations import current_labels, record_annotation
-from truthset.workflow.consensus import compute_consensus
+from truthset.store.models import Consensus, Item, Project
+from truthset.workflow import escalations, policies, queue
+from truthset.workflow import readers as readers_mod
+from truthset.workflow.annotations import current_labels
 from truthset.workspace import imports, projects, users
 from truthset.workspace.workspace import Workspace
 
@@ -87,6 +91,25 @@ APPROVER = ("quinn", "Quinn Approver")
 APPROVER_PASSWORD = "demo-approver-password"
 GUIDELINE_V2_NOTE = "Motion on more than one slice: grade 'limited' at best."
 TRUE_GRADE_PRIOR = (0.3, 0.4, 0.2, 0.1)
+#: A new reader who does not pass the calibration batch (and so never reads a real item).
+TRAINEE = ("tia", 1, 0.25)
+#: The senior reader who takes escalations, and how often their grade is the true one.
+ADJUDICATOR = "sam"
+ADJUDICATOR_SKILL = 0.95
+N_CALIBRATION = 3
+N_GOLD = 3
+#: Five blinded reads per item, majority vote; a split vote (under 3 of 5) is adjudicated.
+#: Every reader passes a calibration batch first; gold items are mixed into the queues.
+DEMO_POLICY = """\
+name: demo-consensus
+workflow: consensus
+k: 5
+method: mv
+target: 0.6
+calibration: {threshold: 0.6}
+gold: {rate: 0.15, threshold: 0.3, min_reads: 3}
+escalation: {deadline_hours: 24}
+"""
 
 
 @dataclass(frozen=True)
@@ -113,6 +136,9 @@ class DemoResult:
     diff: dict[str, Any] = field(default_factory=dict)
     agreement: list[dict[str, Any]] = field(default_factory=list)
     consensus_accuracy: dict[str, float] = field(default_factory=dict)
+    #: What the workflow did: reads, adjudications, escalations, readers turned away (and
+    #: why), and each reader's record on the known-answer items.
+    workflow: dict[str, Any] = field(default_factory=dict)
 
 
 def _to_png(pixels: np.ndarray, path: Path, *, scale: int = 1) -> None:
@@ -195,7 +221,7 @@ def run_demo(
                 s, key=PROJECT_KEY, name="Diagnostic image quality (demo)",
                 schema_text=SCHEMA_YAML, schema_source="demo schema", guideline_text=GUIDELINE_MD,
             )
-            for name, tier, _acc in READERS:
+            for name, tier, _acc in (*READERS, TRAINEE):
                 users.add_user(s, username=name, role="annotator", tier=tier,
                                display_name=f"Reader {name.title()}")
             for name, role, tier in STAFF:
@@ -208,44 +234,44 @@ def run_demo(
             project = projects.get_project(s, PROJECT_KEY)
             summary = imports.import_items(s, workspace.blobs, project,
                                            [root / "sample-images"], metadata=meta)
-        say("simulated reads")
+        say("workflow: calibration, reads, gold, escalations")
         k = len(TRUE_GRADE_PRIOR)
         truth = {item: int(rng.choice(k, p=TRUE_GRADE_PRIOR)) for item in summary.ingested}
+        order = [summary.ingested[i] for i in rng.permutation(len(summary.ingested))]
+        calibration = sorted(order[:N_CALIBRATION])
+        gold = sorted(order[N_CALIBRATION:N_CALIBRATION + N_GOLD])
+        regular = sorted(order[N_CALIBRATION + N_GOLD:])
         with workspace.unit(ACTOR) as s:
             project = projects.get_project(s, PROJECT_KEY)
             classes = projects.rules(s, project).schema.class_names
-            items = {i.external_id: i for i in s.scalars(
-                select(Item).where(Item.project_id == project.id))}
-            readers = {u.username: u for u in (users.get_user(s, n) for n, _t, _a in READERS)}
-            n_reads = 0
-            for external_id in summary.ingested:
-                for name, _tier, accuracy in READERS:
-                    grade = _simulated_grade(rng, truth[external_id], accuracy, k)
-                    record_annotation(
-                        s, project, item=items[external_id], author=readers[name],
-                        payload={"label": classes[grade]},
-                        time_spent_s=float(np.round(rng.lognormal(3.0, 0.4), 1)),
-                    )
-                    n_reads += 1
+            policies.add_gold(s, project, {i: classes[truth[i]] for i in calibration},
+                              purpose="calibration")
+            policies.add_gold(s, project, {i: classes[truth[i]] for i in gold})
+            policies.set_policy(s, project, DEMO_POLICY, source="demo policy")
+            queue.enqueue(s, project)
+        skills = {name: accuracy for name, _tier, accuracy in (*READERS, TRAINEE)}
+        work = _run_workflow(workspace, rng, truth, classes, skills)
+        n_reads = work["reads"]
         say("consensus and agreement")
+        truth_labels = pd.Series({i: classes[truth[i]] for i in regular})
         with workspace.unit(ACTOR) as s:
             project = projects.get_project(s, PROJECT_KEY)
-            compute_consensus(s, project, method="ds")
-            mv = compute_consensus(s, project, method="mv")
-            reads = current_labels(s, project)
-        truth_labels = pd.Series({i: classes[g] for i, g in truth.items()})
-        consensus_accuracy = {"mv": float((mv.labels.set_index("item")["label"]
-                                           .reindex(truth_labels.index) == truth_labels).mean())}
-        ds_labels = make_aggregator("ds", classes=classes).fit_predict(
-            reads[["item", "annotator", "label"]])
-        consensus_accuracy["ds"] = float((ds_labels.reindex(truth_labels.index)
-                                          == truth_labels).mean())
-        agreement = _agreement_summary(reads[["item", "annotator", "label"]], classes)
+            everything = current_labels(s, project)
+            final = _final_labels(s, project)
+        reads = everything[everything["item"].isin(regular)].reset_index(drop=True)
+        table = reads[["item", "annotator", "label"]]
+        mv_labels = make_aggregator("mv", classes=classes).fit_predict(table)
+        ds_labels = make_aggregator("ds", classes=classes).fit_predict(table)
+        consensus_accuracy = {
+            name: float((labels.reindex(truth_labels.index) == truth_labels).mean())
+            for name, labels in (("mv", mv_labels), ("ds", ds_labels),
+                                 ("workflow (with adjudication)", final))
+        }
+        agreement = _agreement_summary(table, classes)
         reader_table = (
             reads.assign(
                 vs_truth=reads["label"].to_numpy() == reads["item"].map(truth_labels).to_numpy(),
-                vs_consensus=reads["label"].to_numpy()
-                == reads["item"].map(mv.labels.set_index("item")["label"]).to_numpy(),
+                vs_consensus=reads["label"].to_numpy() == reads["item"].map(final).to_numpy(),
             )
             .groupby("annotator")[["vs_truth", "vs_consensus"]]
             .mean()
@@ -253,16 +279,19 @@ def run_demo(
         )
         reader_table["simulated_skill"] = [a for _n, _t, a in READERS]
         say("release v1")
-        first = _release(workspace, root, "v1", limitations=[
+        known = {i: "known-answer item (calibration or gold): it scores readers and is not "
+                    "part of the dataset" for i in (*calibration, *gold)}
+        first = _release(workspace, root, "v1", exclude=known, limitations=[
             "Grades are simulated reads of real sample images; they are not clinical reads."])
-        say("adjudication and guideline v2")
+        say("quality audit: escalate, adjudicate; guideline v2")
+        changed = _quality_audit(workspace, truth, classes, n_changes=2)
         with workspace.unit(ACTOR) as s:
             project = projects.get_project(s, PROJECT_KEY)
-            _adjudicate_lowest(s, project, mv.labels, truth_labels, n=2)
             projects.add_guideline_version(s, project, body=GUIDELINE_MD + "\n" + GUIDELINE_V2_NOTE
                                            + "\n", change_note=GUIDELINE_V2_NOTE)
         say("release v2 and diff")
-        excluded = {str(mv.labels["item"].iloc[-1]): "image cropped on export; re-import pending"}
+        dropped = [i for i in regular if i not in changed][-1]
+        excluded = {**known, dropped: "image cropped on export; re-import pending"}
         second = _release(workspace, root, "v2", exclude=excluded, limitations=[
             "Grades are simulated reads of real sample images; they are not clinical reads."])
         with workspace.unit(ACTOR) as s:
@@ -273,8 +302,8 @@ def run_demo(
                                                           encoding="utf-8")
         (root / "releases" / "diff-v1-v2.json").write_text(
             json.dumps(diff, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return DemoResult(root, len(summary.ingested), n_reads, first, reader_table, second, diff,
-                      agreement, consensus_accuracy)
+    return DemoResult(root, len(regular), n_reads, first, reader_table, second, diff,
+                      agreement, consensus_accuracy, workflow=work)
 
 
 def _release(workspace: Workspace, root: Path, name: str, *,
@@ -303,26 +332,102 @@ def _release(workspace: Workspace, root: Path, name: str, *,
     return ReleaseSummary(name, folder, n_in, len(items) - n_in, release.manifest_sha256)
 
 
-def _adjudicate_lowest(s: Session, project: Project, labels: pd.DataFrame,
-                       truth: pd.Series, *, n: int) -> None:
-    """The senior reader settles the ``n`` items the readers agreed on least (simulated: the
-    adjudicator gives the hidden true grade), through an escalation and an adjudicate task."""
-    adjudicator = users.get_user(s, "sam")
-    items = {i.external_id: i for i in s.scalars(select(Item).where(
-        Item.project_id == project.id))}
-    lowest = labels.sort_values(["agreement", "item"]).head(n)
-    now = datetime.now(UTC)
-    for external_id, agreement in zip(lowest["item"], lowest["agreement"], strict=True):
-        item = items[str(external_id)]
-        task = Task(project_id=project.id, item_id=item.id, stage="adjudicate", status="done",
-                    assignee_id=adjudicator.id, completed_at=now)
-        s.add(task)
-        s.flush()
-        s.add(Escalation(project_id=project.id, item_id=item.id, task_id=task.id, from_tier=1,
-                         to_tier=3, reason=f"reader agreement {agreement:.2f} under 0.60",
-                         due_at=now, status="resolved", resolved_at=now))
-        record_annotation(s, project, item=item, author=adjudicator,
-                          payload={"label": str(truth[str(external_id)])}, task_id=task.id)
+def _run_workflow(workspace: Workspace, rng: np.random.Generator, truth: dict[str, int],
+                  classes: tuple[str, ...], skills: dict[str, float]) -> dict[str, Any]:
+    """Every simulated reader asks the queue for work, reads what it hands out and submits it,
+    round after round, until nobody gets a task; then the senior reader takes the escalations
+    (also through the queue). Returns what happened: reads, adjudications, refusals."""
+    k = len(classes)
+    reads = adjudications = 0
+    refusals: dict[str, str] = {}
+    readers = [*skills]
+    while True:
+        took = 0
+        for name in readers:
+            with workspace.unit(name) as s:
+                project = projects.get_project(s, PROJECT_KEY)
+                user = users.get_user(s, name)
+                nxt = queue.next_task(s, project, user)
+                if nxt.task is None:
+                    refusals[name] = nxt.reason
+                    continue
+                grade = _simulated_grade(rng, truth[nxt.task.external_id], skills[name], k)
+                queue.submit(s, project, user, nxt.task.task_id, {"label": classes[grade]},
+                             time_spent_s=float(np.round(rng.lognormal(3.0, 0.4), 1)))
+                reads += 1
+                took += 1
+        if took:
+            continue
+        # Readers are done: the senior reader works the escalations (after calibrating).
+        with workspace.unit(ADJUDICATOR) as s:
+            project = projects.get_project(s, PROJECT_KEY)
+            user = users.get_user(s, ADJUDICATOR)
+            nxt = queue.next_task(s, project, user)
+            if nxt.task is None:
+                break
+            task = nxt.task
+            grade = _simulated_grade(rng, truth[task.external_id], ADJUDICATOR_SKILL, k)
+            if task.stage == "adjudicate":
+                queue.adjudicate(s, project, user, task.task_id, {"label": classes[grade]},
+                                 reason="senior read of the image after the split vote",
+                                 time_spent_s=float(np.round(rng.lognormal(4.0, 0.3), 1)))
+                adjudications += 1
+            else:
+                queue.submit(s, project, user, task.task_id, {"label": classes[grade]})
+    with workspace.sessions() as s:
+        project = projects.get_project(s, PROJECT_KEY)
+        escalated = len(escalations.list_escalations(s, project, status=None))
+        gold_scores = readers_mod.all_reader_stats(s, project)
+    return {"reads": reads, "adjudications": adjudications, "escalations": escalated,
+            "not_working": {n: r for n, r in refusals.items()
+                            if n not in {name for name, _t, _a in READERS}},
+            "gold": gold_scores}
+
+
+def _final_labels(s: Session, project: Project) -> pd.Series:
+    """External id -> final label of every item the workflow finished."""
+    latest = (select(Consensus.item_id, func.max(Consensus.id)).where(
+        Consensus.project_id == project.id).group_by(Consensus.item_id))
+    rows = s.execute(select(Item.external_id, Consensus.label, Consensus.status)
+                     .join(Consensus, Consensus.item_id == Item.id)
+                     .where(Consensus.id.in_(select(latest.subquery().c[1])))).all()
+    return pd.Series({e: (lab or {}).get("label") for e, lab, st in rows if st == "final"},
+                     dtype=object)
+
+
+def _quality_audit(workspace: Workspace, truth: dict[str, int], classes: tuple[str, ...], *,
+                   n_changes: int) -> list[str]:
+    """The manager escalates the finished items readers agreed on least, one at a time; the
+    senior reader adjudicates each through the queue (simulated: the hidden true grade), until
+    ``n_changes`` labels have changed. Returns the items whose label changed."""
+    changed: list[str] = []
+    with workspace.sessions() as s:
+        project = projects.get_project(s, PROJECT_KEY)
+        rows = s.execute(select(Item.external_id, Consensus.agreement, Consensus.method)
+                         .join(Consensus, Consensus.item_id == Item.id)
+                         .where(Consensus.project_id == project.id,
+                                Consensus.status == "final")).all()
+    order = sorted((a if a is not None else 1.0, e) for e, a, m in rows
+                   if m != queue.ADJUDICATION_SOURCE)
+    for agreement, external_id in order:
+        if len(changed) >= n_changes:
+            break
+        with workspace.unit(STAFF[2][0]) as s:
+            project = projects.get_project(s, PROJECT_KEY)
+            before = _final_labels(s, project).get(external_id)
+            queue.escalate_item(s, project, external_id,
+                                reason=f"quality audit: reader agreement {agreement:.2f}")
+        with workspace.unit(ADJUDICATOR) as s:
+            project = projects.get_project(s, PROJECT_KEY)
+            user = users.get_user(s, ADJUDICATOR)
+            task = queue.next_task(s, project, user).task
+            assert task is not None and task.external_id == external_id
+            queue.adjudicate(s, project, user, task.task_id,
+                             {"label": classes[truth[external_id]]},
+                             reason="quality audit: senior read")
+            if _final_labels(s, project).get(external_id) != before:
+                changed.append(external_id)
+    return changed
 
 
 def _agreement_summary(table: pd.DataFrame, classes: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -55,6 +55,17 @@ def demo_cmd(
         "Consensus accuracy against the simulated truth: "
         + ", ".join(f"{m} {v:.1%}" for m, v in result.consensus_accuracy.items())
     )
+    work = result.workflow
+    if work:
+        console.print(f"Workflow: {work['reads']} reads handed out by the task queue, "
+                      f"{work['escalations']} escalations, {work['adjudications']} settled by the "
+                      "senior reader")
+        for name, reason in work["not_working"].items():
+            console.print(f"  {name} got no task: {reason}")
+        gold = work["gold"]
+        if len(gold):
+            console.print("  accuracy on known-answer items: " + ", ".join(
+                f"{r.reader} {r.accuracy:.0%}" for r in gold.itertuples() if r.n_gold))
     root = result.folder.resolve()
     console.print("\n[bold]Made[/]:")
     console.print(f"  workspace   {root / 'workspace'}   (try: truthset project list "

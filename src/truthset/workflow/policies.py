@@ -87,6 +87,7 @@ def set_policy(
                         definition=policy.to_dict())
     session.add(row)
     session.flush()
+    session.info.pop(("truthset.workflow.policy", project.id), None)
     return row
 
 
@@ -101,7 +102,18 @@ def _dedupe(people: list[tuple[str, str, int, str]]) -> list[tuple[str, str, int
 
 
 def current_policy(session: Session, project: Project) -> CurrentPolicy:
-    """The latest stored policy of ``project`` (the default policy, version 0, if none)."""
+    """The latest stored policy of ``project`` (the default policy, version 0, if none); read
+    once per unit of work."""
+    key = ("truthset.workflow.policy", project.id)
+    cached = session.info.get(key)
+    if isinstance(cached, CurrentPolicy):
+        return cached
+    found = _load_policy(session, project)
+    session.info[key] = found
+    return found
+
+
+def _load_policy(session: Session, project: Project) -> CurrentPolicy:
     row = session.scalar(select(PolicyVersion).where(PolicyVersion.project_id == project.id)
                          .order_by(PolicyVersion.version.desc()).limit(1))
     if row is None:

@@ -69,7 +69,7 @@ from truthset.workflow.engine import (
     stable_uniform,
 )
 from truthset.workflow.policies import CurrentPolicy, current_policy, reader_roles
-from truthset.workspace.projects import rules
+from truthset.workspace.projects import ProjectRules, rules
 
 if TYPE_CHECKING:
     from truthset.workspace.workspace import Workspace
@@ -84,6 +84,15 @@ ADJUDICATION_SOURCE = "adjudication"
 
 _STAGE_RANK = {Stage.ADJUDICATE.value: 2, Stage.REVIEW.value: 1}
 _RISK_PRIORITY = {RiskLevel.LOW: 1.0, RiskLevel.MEDIUM: 2.0, RiskLevel.HIGH: 3.0}
+
+
+def _rules(session: Session, project: Project) -> ProjectRules:
+    """The project's schema and guideline, read once per unit of work."""
+    key = ("truthset.workflow.rules", project.id)
+    cached = session.info.get(key)
+    if cached is None:
+        cached = session.info[key] = rules(session, project)
+    return cached
 
 
 def aware(moment: datetime | None) -> datetime | None:
@@ -210,20 +219,30 @@ class _ItemFacts:
 
 
 def _facts(session: Session, item: Item) -> _ItemFacts:
+    # One query for every annotation of the item with its task's stage and status.
     rows = session.execute(
-        select(Annotation.id, User.username, Annotation.payload)
-        .join(Task, Task.id == Annotation.task_id).join(User, User.id == Annotation.author_id)
-        .where(Annotation.item_id == item.id, Task.stage == Stage.ANNOTATE.value,
-               Task.status == DONE, Annotation.parent_id.is_(None))
-        .order_by(Annotation.id)).all()
-    reviews = {r.annotation_id: r for r in session.scalars(
-        select(Review).where(Review.annotation_id.in_([a for a, _u, _p in rows]))
-        .order_by(Review.id))}
-    reads = [(a, u, _label(p) or "") for a, u, p in rows
+        select(Annotation.id, User.username, Annotation.payload, Annotation.source,
+               Annotation.parent_id, Task.stage, Task.status)
+        .outerjoin(Task, Task.id == Annotation.task_id)
+        .outerjoin(User, User.id == Annotation.author_id)
+        .where(Annotation.item_id == item.id).order_by(Annotation.id)).all()
+    done_reads = [(a, u, p) for a, u, p, src, parent, stage, status in rows
+                  if stage == Stage.ANNOTATE.value and status == DONE and parent is None
+                  and src == "human"]
+    adjudications = [(a, p) for a, _u, p, _src, _parent, stage, status in rows
+                     if stage == Stage.ADJUDICATE.value and status == DONE]
+    drafts = [p for _a, _u, p, src, _parent, _stage, _status in rows if src == "model"]
+    payloads = {a: p for a, _u, p, *_rest in rows}
+    reviewed = [a for a, _u, _p in done_reads]
+    has_review = any(stage == Stage.REVIEW.value for *_r, stage, _status in rows) or (
+        reviewed and session.scalar(select(Review.id).where(
+            Review.annotation_id.in_(reviewed)).limit(1)) is not None)
+    reviews: dict[int, Review] = {}
+    if has_review:
+        reviews = {r.annotation_id: r for r in session.scalars(
+            select(Review).where(Review.annotation_id.in_(reviewed)).order_by(Review.id))}
+    reads = [(a, u, _label(p) or "") for a, u, p in done_reads
              if not (a in reviews and reviews[a].decision == "reject")]
-    draft_row = session.scalar(select(Annotation).where(
-        Annotation.item_id == item.id, Annotation.source == "model")
-        .order_by(Annotation.id.desc()).limit(1))
     review: ReviewOutcome | None = None
     if reads and reads[0][0] in reviews:
         rv = reviews[reads[0][0]]
@@ -232,17 +251,14 @@ def _facts(session: Session, item: Item) -> _ItemFacts:
         if rv.decision == "escalate":
             review = ReviewOutcome(name, None, escalated=True)
         elif rv.decision == "correct" and rv.corrected_annotation_id is not None:
-            fixed = session.get(Annotation, rv.corrected_annotation_id)
-            review = ReviewOutcome(name, _label(fixed.payload if fixed else None))
+            review = ReviewOutcome(name, _label(payloads.get(rv.corrected_annotation_id)))
         else:
             review = ReviewOutcome(name, reads[0][2])
-    adj = session.execute(
-        select(Annotation.id, Annotation.payload).join(Task, Task.id == Annotation.task_id)
-        .where(Annotation.item_id == item.id, Task.stage == Stage.ADJUDICATE.value,
-               Task.status == DONE).order_by(Annotation.id.desc()).limit(1)).first()
-    conf = (draft_row.payload or {}).get("confidence") if draft_row is not None else None
+    draft = drafts[-1] if drafts else None
+    conf = (draft or {}).get("confidence")
+    adj = adjudications[-1] if adjudications else None
     return _ItemFacts(
-        reads=reads, draft=_label(draft_row.payload) if draft_row is not None else None,
+        reads=reads, draft=_label(draft) if draft is not None else None,
         draft_confidence=float(conf) if isinstance(conf, int | float) else None,
         review=review, review_annotation=reads[0][0] if reads else None,
         adjudication=(adj[0], _label(adj[1]) or "") if adj else None,
@@ -294,7 +310,7 @@ def item_decision(session: Session, project: Project, item: Item,
     """What ``item`` needs next under the project's policy, and the facts it was decided on."""
     cur = current or current_policy(session, project)
     policy = cur.policy
-    schema = rules(session, project).schema
+    schema = _rules(session, project).schema
     risks = {c.name: c.risk for c in schema.classes}
     facts = _facts(session, item)
     reads = tuple((u, lab) for _a, u, lab in facts.reads)
@@ -393,6 +409,46 @@ def _finalise(session: Session, project: Project, item: Item, decision: Decision
         input_annotation_ids=inputs, status="final"))
 
 
+def escalate_item(session: Session, project: Project, external_id: str, *, reason: str,
+                  now: datetime | None = None) -> Escalation:
+    """Send an item to adjudication on a person's request (a quality audit, a complaint),
+    whatever its state: an adjudication slot and an escalation with its deadline are made; the
+    item's current label stands in the record but the item is unresolved until adjudicated.
+
+    Raises
+    ------
+    InputError
+        No such item, a known-answer item, or no reason given.
+    ConflictError
+        The item already waits for adjudication.
+    """
+    if not reason.strip():
+        raise InputError("say why the item is escalated", field="reason")
+    item = session.scalar(select(Item).where(Item.project_id == project.id,
+                                              Item.external_id == external_id))
+    if item is None:
+        raise InputError(f"no item {external_id!r} in project {project.key!r}", field="item")
+    if session.scalar(select(GoldItem.id).where(GoldItem.item_id == item.id)) is not None:
+        raise InputError(f"item {external_id!r} is a known-answer item", field="item")
+    session.execute(select(Item.id).where(Item.id == item.id).with_for_update())
+    if any(t.stage == Stage.ADJUDICATE.value for t in _outstanding(session, item)):
+        raise ConflictError(f"item {external_id!r} already waits for adjudication")
+    policy = current_policy(session, project).policy
+    now = now or utcnow()
+    task = Task(project_id=project.id, item_id=item.id, stage=Stage.ADJUDICATE.value,
+                status=OPEN, priority=4.0)
+    session.add(task)
+    session.flush()
+    row = Escalation(project_id=project.id, item_id=item.id, task_id=task.id,
+                     from_tier=policy.stage_tier(Stage.REVIEW),
+                     to_tier=policy.stage_tier(Stage.ADJUDICATE), reason=reason.strip(),
+                     due_at=now + timedelta(hours=policy.escalation.deadline_hours),
+                     status="open")
+    session.add(row)
+    session.flush()
+    return row
+
+
 def enqueue(session: Session, project: Project, external_ids: list[str] | None = None, *,
             now: datetime | None = None) -> int:
     """Put items into the workflow (all items without slots, or those named); known-answer
@@ -404,7 +460,7 @@ def enqueue(session: Session, project: Project, external_ids: list[str] | None =
     InputError
         A named item does not exist, or the schema is not single/ordinal classification.
     """
-    schema = rules(session, project).schema
+    schema = _rules(session, project).schema
     if schema.kind.value != "classification" or (schema.mode and schema.mode.value == "multi"):
         raise InputError("the workflow runs single or ordinal classification schemas",
                          field="schema")
@@ -432,7 +488,7 @@ def enqueue(session: Session, project: Project, external_ids: list[str] | None =
 def _view(session: Session, project: Project, task: Task, policy: Policy) -> TaskView:
     item = session.get(Item, task.item_id)
     assert item is not None
-    current = rules(session, project)
+    current = _rules(session, project)
     context: dict[str, Any] = {}
     if task.stage in (Stage.REVIEW.value, Stage.ADJUDICATE.value) or (
             policy.prelabels == PrelabelUse.DRAFT):
@@ -614,14 +670,14 @@ def _locked_task(session: Session, project: Project, user: User, task_id: int, s
                  what: str, now: datetime) -> tuple[Task, Item]:
     """Lock reader, item and the item's slots (in that order), then check the lease."""
     _lock_user(session, user)
-    found = session.get(Task, task_id)
-    if found is None or found.project_id != project.id:
+    item_id = session.scalar(select(Task.item_id).where(Task.id == task_id,
+                                                         Task.project_id == project.id))
+    if item_id is None:
         raise NotFoundError(f"no task {task_id} in project {project.key!r}")
-    session.execute(select(Item.id).where(Item.id == found.item_id).with_for_update())
-    session.execute(select(Task.id).where(Task.item_id == found.item_id).with_for_update())
-    session.refresh(found)
-    item = session.get(Item, found.item_id)
-    assert item is not None
+    item = session.scalars(select(Item).where(Item.id == item_id).with_for_update()).one()
+    slots = session.scalars(select(Task).where(Task.item_id == item_id).with_for_update()
+                            .execution_options(populate_existing=True)).all()
+    found = next(t for t in slots if t.id == task_id)
     if found.assignee_id != user.id:
         raise _refuse(TaskDeniedError(f"task {task_id} is not leased to you"), found, user, what)
     if found.status == DONE:
@@ -660,7 +716,7 @@ def _time(value: float | None, task: Task, user: User, what: str) -> float | Non
 def _clean(session: Session, project: Project, payload: Any, task: Task, user: User,
            what: str) -> dict[str, Any]:
     try:
-        return rules(session, project).schema.validate_payload(payload)
+        return _rules(session, project).schema.validate_payload(payload)
     except InputError as exc:
         raise _refuse(TaskInputError(exc.reason, field=exc.field or "payload"), task, user,
                       what) from None
@@ -669,14 +725,13 @@ def _clean(session: Session, project: Project, payload: Any, task: Task, user: U
 def _annotation(session: Session, project: Project, task: Task, user: User,
                 payload: dict[str, Any], time_spent_s: float | None, *,
                 source: str = "human", parent: int | None = None) -> Annotation:
-    current = rules(session, project)
+    current = _rules(session, project)
     row = Annotation(project_id=project.id, item_id=task.item_id, task_id=task.id,
                      author_id=user.id, source=source, payload=payload,
                      schema_version=current.schema_version,
                      guideline_version=current.guideline_version, time_spent_s=time_spent_s,
                      parent_id=parent)
     session.add(row)
-    session.flush()
     return row
 
 
@@ -699,8 +754,8 @@ def submit(session: Session, project: Project, user: User, task_id: int, payload
     clean = _clean(session, project, payload, task, user, what)
     spent = _time(time_spent_s, task, user, what)
     cur = current_policy(session, project)
-    row = _annotation(session, project, task, user, clean, spent)
     gold = session.scalar(select(GoldItem).where(GoldItem.item_id == item.id))
+    row = _annotation(session, project, task, user, clean, spent)
     if gold is not None:
         _finish(session, task, user, "calibration" if gold.purpose == "calibration" else "gold",
                 cur.version, spent, now)
@@ -757,6 +812,7 @@ def review(session: Session, project: Project, user: User, task_id: int, decisio
                                          "instead", field="label"), task, user, what)
         corrected = _annotation(session, project, task, user, clean, spent,
                                 parent=annotation.id)
+        session.flush()
     session.add(Review(project_id=project.id, annotation_id=annotation.id, reviewer_id=user.id,
                        decision=decision, comment=comment,
                        corrected_annotation_id=corrected.id if corrected else None))
