@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from truthset import audit
 from truthset.domain.errors import ConflictError, InputError, NotFoundError
-from truthset.domain.schema import SchemaKind
+from truthset.domain.schema import ClassificationMode, SchemaKind
 from truthset.prelabel.adapters import (
     ClassicalSegmenter,
     HttpInferAdapter,
@@ -88,6 +88,9 @@ def register_model(
     if output is None:
         raise InputError(f"drafting {current.schema.kind} schemas is not supported; "
                          "classification, mask and box are", field="schema")
+    if current.schema.mode == ClassificationMode.MULTI:
+        raise InputError("drafting multi-label classification is not supported; single and "
+                         "ordinal are", field="schema")
     if not classes:
         raise InputError("name the classes the model may draft", field="classes")
     for cls in classes:
@@ -313,12 +316,13 @@ def run_prelabel(
 ) -> PrelabelSummary:
     """Draft every item that needs it with one registered model; one transaction per item.
 
-    Safe to run again (a retried job): items this model drafted already are skipped. Classes
-    whose drafting is paused (:mod:`truthset.prelabel.acceptance`) are not drafted.
+    Safe to run again (a retried job): items this model drafted already are skipped. Readers'
+    answers to earlier drafts are recorded first, and classes whose drafting is paused
+    (:mod:`truthset.prelabel.acceptance`) are not drafted.
     ``progress(done, total, message)`` is called after each item; it may raise to stop the run
     (job cancellation), which keeps what was drafted so far.
     """
-    from truthset.prelabel.acceptance import paused_classes
+    from truthset.prelabel.acceptance import paused_classes, track
 
     with workspace.unit(actor) as session:
         project = get_project(session, project_key)
@@ -326,6 +330,7 @@ def run_prelabel(
         if not model.active:
             raise InputError(f"model {model.name} {model.version} is retired", field="model")
         todo, already = items_to_draft(session, project, model, item_ids)
+        track(session, project)  # outcomes so far may pause a class before this run drafts it
         paused = paused_classes(session, project)
         project_id, model_id = project.id, model.id
     adapter = make_adapter(model, workspace.blobs)
