@@ -179,6 +179,31 @@ def _fresh_item(world: World, caller: str) -> dict[str, Any]:
     return _workflow_item(world, caller, queued=False)
 
 
+def _release_ready(world: World, _caller: str) -> dict[str, Any]:
+    """Alpha's items have a final consensus (what a release freezes)."""
+    with world.ws.unit("seed") as s:
+        alpha = projects.get_project(s, "alpha")
+        for item in s.scalars(select(Item).where(Item.project_id == alpha.id)):
+            if s.scalar(select(Consensus.id).where(Consensus.item_id == item.id,
+                                                   Consensus.status == "final")) is None:
+                s.add(Consensus(project_id=alpha.id, item_id=item.id, method="mv",
+                                label={"label": "normal"}, status="final"))
+    return {}
+
+
+def _release_r0(world: World, caller: str) -> dict[str, Any]:
+    """Alpha has release ``r0``."""
+    from truthset.release import service
+
+    _release_ready(world, caller)
+    with world.ws.unit("seed") as s:
+        alpha = projects.get_project(s, "alpha")
+        if not any(r.name == "r0" for r in service.list_releases(s, alpha)):
+            service.create_release(s, alpha, world.ws.blobs, name="r0", actor="seed",
+                                   exclude_unresolved="matrix")
+    return {}
+
+
 def _job_row(status: str) -> Prepare:
     def prepare(world: World, _caller: str) -> dict[str, Any]:
         from truthset.store.models import Job
@@ -452,6 +477,40 @@ EXPECT: dict[str, list[Probe]] = {
     "POST /api/v1/projects/{key}/prelabel/classes/{class_name}/resume": [
         Probe("/api/v1/projects/alpha/prelabel/classes/effusion/resume", MANAGE,
               prepare=_paused_class, kwargs={"json": {"note": "new model version"}}),
+    ],
+    # -- releases --
+    "GET /api/v1/projects/{key}/releases": [
+        Probe("/api/v1/projects/alpha/releases", OVERSEE),
+    ],
+    "POST /api/v1/projects/{key}/releases": [
+        Probe("/api/v1/projects/alpha/releases", MANAGE, ok=(201,), prepare=_release_ready,
+              kwargs={"json": {"name": "r-{caller}", "exclude_unresolved": "matrix"}}),
+    ],
+    "GET /api/v1/projects/{key}/releases/{name}": [
+        Probe("/api/v1/projects/alpha/releases/r0", OVERSEE, prepare=_release_r0),
+        Probe("/api/v1/projects/beta/releases/r0", frozenset({"root", "gaudit"}), ok=(404,),
+              label="another project's release"),
+    ],
+    "GET /api/v1/projects/{key}/releases/{name}/diff": [
+        Probe("/api/v1/projects/alpha/releases/r0/diff?against=r0", OVERSEE,
+              prepare=_release_r0),
+    ],
+    "POST /api/v1/projects/{key}/releases/{name}/signatures": [
+        Probe("/api/v1/projects/alpha/releases/r0/signatures", MANAGE, ok=(403,),
+              prepare=_release_r0, kwargs={"json": {"password": "none set", "meaning": "r"}},
+              label="no password set: the refusal is audited"),
+    ],
+    "GET /api/v1/projects/{key}/releases/{name}/verify": [
+        Probe("/api/v1/projects/alpha/releases/r0/verify", OVERSEE, prepare=_release_r0),
+    ],
+    "GET /api/v1/projects/{key}/releases/{name}/files/{path}": [
+        Probe("/api/v1/projects/alpha/releases/r0/files/manifest.json",
+              MANAGE | AUDITORS | {"service"}, prepare=_release_r0),
+    ],
+    "GET /api/v1/projects/{key}/releases/{name}/signatures/{username}": [
+        Probe("/api/v1/projects/alpha/releases/r0/signatures/manager",
+              MANAGE | AUDITORS | {"service"}, ok=(404,), prepare=_release_r0,
+              label="unsigned release"),
     ],
     # -- audit --
     "GET /api/v1/audit/events": [

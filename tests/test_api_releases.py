@@ -96,6 +96,6 @@ def test_sign_through_the_api(workspace: Workspace, tok: dict[str, str]) -> None
     assert again.status_code == 409
     detail = c.get(f"{BASE}/v1", headers=manager).json()
     assert detail["status"] == "signed" and len(detail["signatures"]) == 1
-    sig = c.get(f"{BASE}/v1/files/signatures/quinn.json", headers=manager)
+    sig = c.get(f"{BASE}/v1/signatures/quinn", headers=manager)
     assert sig.status_code == 200 and sig.json()["meaning"] == "approved for training"
     assert c.get(f"{BASE}/v1/verify", headers=manager).json()["signatures"][0]["ok"]

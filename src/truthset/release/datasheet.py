@@ -125,9 +125,9 @@ def _agreement(reads: list[dict[str, Any]], classes: list[str],
         return {"available": False, "reason": "fewer than two items with two or more reads"}
     level = "ordinal" if definition.get("mode") == "ordinal" else "nominal"
     overall = agreement(table, metric="krippendorff", level=level, ci=0.95, classes=classes,
-                        n_boot=500, random_state=0)
+                        n_boot=500, random_state=0, duplicates="last")
     by_class = per_class_agreement(table, metric="krippendorff", classes=classes, ci=0.95,
-                                   n_boot=500, random_state=0)
+                                   n_boot=500, random_state=0, duplicates="last")
     rows = []
     for cls in classes:
         res = by_class.get(cls)

@@ -149,7 +149,12 @@ def _freeze_item(
     adjudications = [a for a in current if a.source == "adjudication" or (
         a.task_id is not None and stage_of.get(a.task_id) == "adjudicate")]
     reads = [a for a in current if a not in adjudications]
-    human = [a for a in reads if a.source == "human"]
+    # One read per reader: their latest current label of the item (as consensus counts it).
+    latest: dict[int | None, Annotation] = {}
+    for a in reads:
+        if a.source == "human":
+            latest[a.author_id] = a
+    human = sorted(latest.values(), key=lambda a: a.id)
     drafts = [a for a in reads if a.source == "model"]
     prov: dict[str, Any] = {
         "reads": [_read(a, names) for a in human],

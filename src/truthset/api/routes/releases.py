@@ -14,7 +14,7 @@ from truthset.api.deps import CtxDep
 from truthset.api.errors import error_body
 from truthset.api.routes.common import KEY_PATTERN, PREFIX, load_project
 from truthset.auth.policy import Action
-from truthset.domain.errors import ConflictError, InputError, NotFoundError, TruthsetError
+from truthset.domain.errors import ConflictError, InputError, TruthsetError
 from truthset.release import diff as release_diff
 from truthset.release import service
 from truthset.release.splits import DEFAULT_FRACTIONS
@@ -255,20 +255,33 @@ def verify_release(key: Key, name: Name, ctx: CtxDep) -> VerifyOut:
                      signatures=sigs)
 
 
-@router.get("/{name}/files/{path:path}", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}}})
-def download_file(key: Key, name: Name, path: str, ctx: CtxDep) -> Response:
-    """One file of the release (``manifest.json``, ``labels.csv``, ``datasheet.pdf``,
-    ``signatures/<user>.json`` …). Downloads are audited, test-split access too."""
-    project, _ = load_project(ctx, key, Action.RELEASE_DOWNLOAD)
-    release = service.get_release(ctx.session, project, name)
-    if len(path) > 300:
-        raise NotFoundError("no such file")
+def _file_reply(ctx: CtxDep, project_id: int, release: Release, path: str) -> Response:
     data, media_type = service.release_file_bytes(ctx.session, ctx.workspace.blobs, release,
                                                   path)
     audit.record(ctx.session, action="release.download", entity_type="releases",
-                 entity_id=release.id, project_id=project.id,
+                 entity_id=release.id, project_id=project_id,
                  after={"release": release.name, "file": path})
     return Response(data, media_type=media_type,
                     headers={"Content-Disposition": f'attachment; filename="'
                                                     f'{path.rsplit("/", 1)[-1]}"'})
+
+
+FileName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")]
+
+
+@router.get("/{name}/files/{path}", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+def download_file(key: Key, name: Name, path: FileName, ctx: CtxDep) -> Response:
+    """One file of the release (``manifest.json``, ``labels.csv``, ``datasheet.pdf`` …).
+    Downloads are audited, and so is access to test-split labels."""
+    project, _ = load_project(ctx, key, Action.RELEASE_DOWNLOAD)
+    return _file_reply(ctx, project.id, service.get_release(ctx.session, project, name), path)
+
+
+@router.get("/{name}/signatures/{username}", response_class=Response,
+            responses={200: {"content": {"application/json": {}}}})
+def download_signature(key: Key, name: Name, username: FileName, ctx: CtxDep) -> Response:
+    """The signature file ``signatures/<username>.json`` of the release."""
+    project, _ = load_project(ctx, key, Action.RELEASE_DOWNLOAD)
+    release = service.get_release(ctx.session, project, name)
+    return _file_reply(ctx, project.id, release, f"signatures/{username}.json")
