@@ -129,9 +129,28 @@ class _Stored:
     reasons: list[str]
 
 
+class _VaultBatch:
+    """Pseudonyms of one import: each patient's looked up once, the UID map written to the
+    vault in one transaction at the end of the import (before the data are committed)."""
+
+    def __init__(self, vault: PseudonymVault, project_key: str) -> None:
+        self.vault = vault
+        self.project_key = project_key
+        self.patients: dict[str, str] = {}
+        self.uids: dict[str, str] = {}
+
+    def patient(self, key: str) -> str:
+        if key not in self.patients:
+            self.patients[key] = self.vault.derive(self.project_key, "patient", key)
+        return self.patients[key]
+
+    def flush(self) -> None:
+        self.vault.remember(self.project_key, "uid", self.uids)
+        self.uids = {}
+
+
 def _deidentified(
-    source: Source, vault: PseudonymVault, project_key: str, settings: ImagingSettings,
-    secret: bytes,
+    source: Source, vault: _VaultBatch, settings: ImagingSettings, secret: bytes,
 ) -> tuple[DicomImage, bytes, list[str]]:
     """Read, de-identify and re-read one DICOM file; return the de-identified image, its
     bytes and burned-in-identity reasons (empty when none).
@@ -148,7 +167,7 @@ def _deidentified(
         issuer = str(ds.get("IssuerOfPatientID", "") or "")
         if issuer:
             patient_key = f"{issuer}\x00{patient_key}"
-        pseudonym = vault.derive(project_key, "patient", patient_key)
+        pseudonym = vault.patient(patient_key)
         offset = (
             patient_date_offset(secret, patient_key)
             if settings.deid.retain_longitudinal_modified_dates
@@ -157,7 +176,7 @@ def _deidentified(
         reasons = burned_in_reasons(ds)
         result = deidentify(ds, secret=secret, pseudonym=pseudonym, date_offset_days=offset,
                             options=deid_options(settings))
-        vault.remember(project_key, "uid", dict(result.record.uid_map))
+        vault.uids.update(result.record.uid_map)
         data = dicom_bytes(result.dataset)
     clean = read_dicom(data, name=source.name)
     return clean, data, reasons
@@ -229,12 +248,13 @@ def ingest_medical(
     ))
     stored: list[_Stored] = []
     seen: set[str] = set()
+    batch = _VaultBatch(vault, project.key)
     for number, source in enumerate(sources, start=1):
         try:
             if source.kind == "nifti" or (not source.kind and is_nifti(source.name)):
                 _ingest_nifti(session, blobs, project, source, existing, report)
                 continue
-            image, data, reasons = _deidentified(source, vault, project.key, settings, secret)
+            image, data, reasons = _deidentified(source, batch, settings, secret)
             sop = str(image.info.sop_instance_uid)
             if sop in known_sops or sop in seen:
                 report.skipped.append((source.name, "instance already imported"))
@@ -249,6 +269,7 @@ def ingest_medical(
         finally:
             if progress:
                 progress(number)
+    batch.flush()
     if settings.dicom_item == DicomItem.INSTANCE:
         for entry in stored:
             _add_item(session, project, [entry], str(entry.image.info.sop_instance_uid),
