@@ -326,3 +326,30 @@ def test_200_concurrent_requests_never_overfill_or_repeat(workspace: Workspace) 
     assert all(n <= 5 for _i, n in max_slots)
     assert max(slots.values()) <= 5
     assert sum(t is not None for t in again) > 0
+
+
+def test_model_drafts_go_straight_to_review(workspace: Workspace) -> None:
+    from truthset.workflow.annotations import record_annotation
+
+    def drafts(s: Any, p: Any) -> None:
+        for item in s.scalars(sa.select(Item).where(Item.project_id == p.id)):
+            record_annotation(s, p, item=item, author=None, payload={"label": "effusion"},
+                              model=("cxr-net", "1.0"))
+
+    policy = ("workflow: single_review\nprelabels: draft\n"
+              "review_rate: {low: 1.0, medium: 1.0, high: 1.0}\n")
+    make_project(workspace, policy, n_items=2, extra=drafts)
+    assert count(workspace, Task, Task.stage == "annotate") == 0
+    first = call(workspace, "rev", queue.next_task).task
+    assert first.stage == "review" and first.context["under_review"]["label"] == "effusion"
+    assert call(workspace, "rev", queue.review, first.task_id, "accept").item_status == "final"
+    second = call(workspace, "adj", queue.next_task).task
+    rejected = call(workspace, "adj", queue.review, second.task_id, "reject",
+                    comment="no fluid")
+    assert rejected.next_step.startswith("read")
+    # A human reads the item whose draft was rejected.
+    task = call(workspace, "r0", queue.next_task).task
+    assert task.item_id == second.item_id and task.stage == "annotate"
+    with workspace.sessions() as s:
+        final = s.scalars(sa.select(Consensus)).one()
+    assert final.method == "review" and final.label == {"label": "effusion"}

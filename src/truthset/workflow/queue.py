@@ -216,6 +216,8 @@ class _ItemFacts:
     review: ReviewOutcome | None
     review_annotation: int | None
     adjudication: tuple[int, str] | None
+    subject: tuple[int, str] | None = None  # the read a reviewer judges: first read or draft
+    draft_rejected: bool = False
 
 
 def _facts(session: Session, item: Item) -> _ItemFacts:
@@ -231,9 +233,9 @@ def _facts(session: Session, item: Item) -> _ItemFacts:
                   and src == "human"]
     adjudications = [(a, p) for a, _u, p, _src, _parent, stage, status in rows
                      if stage == Stage.ADJUDICATE.value and status == DONE]
-    drafts = [p for _a, _u, p, src, _parent, _stage, _status in rows if src == "model"]
+    drafts = [(a, p) for a, _u, p, src, _parent, _stage, _status in rows if src == "model"]
     payloads = {a: p for a, _u, p, *_rest in rows}
-    reviewed = [a for a, _u, _p in done_reads]
+    reviewed = [a for a, _u, _p in done_reads] + [a for a, _p in drafts[-1:]]
     has_review = any(stage == Stage.REVIEW.value for *_r, stage, _status in rows) or (
         reviewed and session.scalar(select(Review.id).where(
             Review.annotation_id.in_(reviewed)).limit(1)) is not None)
@@ -243,9 +245,15 @@ def _facts(session: Session, item: Item) -> _ItemFacts:
             select(Review).where(Review.annotation_id.in_(reviewed)).order_by(Review.id))}
     reads = [(a, u, _label(p) or "") for a, u, p in done_reads
              if not (a in reviews and reviews[a].decision == "reject")]
+    draft_row = drafts[-1] if drafts else None
+    draft_rejected = bool(draft_row and draft_row[0] in reviews
+                          and reviews[draft_row[0]].decision == "reject")
+    subject = (reads[0][0], reads[0][2]) if reads else (
+        (draft_row[0], _label(draft_row[1]) or "") if draft_row and not draft_rejected
+        else None)
     review: ReviewOutcome | None = None
-    if reads and reads[0][0] in reviews:
-        rv = reviews[reads[0][0]]
+    if subject is not None and subject[0] in reviews:
+        rv = reviews[subject[0]]
         reviewer = session.get(User, rv.reviewer_id)
         name = reviewer.username if reviewer else "?"
         if rv.decision == "escalate":
@@ -253,15 +261,16 @@ def _facts(session: Session, item: Item) -> _ItemFacts:
         elif rv.decision == "correct" and rv.corrected_annotation_id is not None:
             review = ReviewOutcome(name, _label(payloads.get(rv.corrected_annotation_id)))
         else:
-            review = ReviewOutcome(name, reads[0][2])
-    draft = drafts[-1] if drafts else None
+            review = ReviewOutcome(name, subject[1])
+    draft = draft_row[1] if draft_row else None
     conf = (draft or {}).get("confidence")
     adj = adjudications[-1] if adjudications else None
     return _ItemFacts(
         reads=reads, draft=_label(draft) if draft is not None else None,
         draft_confidence=float(conf) if isinstance(conf, int | float) else None,
-        review=review, review_annotation=reads[0][0] if reads else None,
+        review=review, review_annotation=subject[0] if subject else None,
         adjudication=(adj[0], _label(adj[1]) or "") if adj else None,
+        subject=subject, draft_rejected=draft_rejected,
     )
 
 
@@ -314,9 +323,10 @@ def item_decision(session: Session, project: Project, item: Item,
     risks = {c.name: c.risk for c in schema.classes}
     facts = _facts(session, item)
     reads = tuple((u, lab) for _a, u, lab in facts.reads)
+    draft = None if facts.draft_rejected else facts.draft
     state = ItemState(
-        reads=reads_with_draft(policy, reads, facts.draft),
-        draft=facts.draft, review=facts.review,
+        reads=reads_with_draft(policy, reads, draft),
+        draft=draft, review=facts.review,
         adjudication=facts.adjudication[1] if facts.adjudication else None,
         posterior=_posterior(session, project, policy, item, schema.class_names, facts),
         u=stable_uniform("review", project.id, item.id),
@@ -395,9 +405,9 @@ def _finalise(session: Session, project: Project, item: Item, decision: Decision
         if facts.review is not None and facts.review_annotation is not None:
             corrected = session.scalar(select(Review.corrected_annotation_id).where(
                 Review.annotation_id == facts.review_annotation, Review.decision == "correct"))
-            inputs = [corrected] if corrected is not None else inputs[:1]
+            inputs = [corrected] if corrected is not None else [facts.review_annotation]
         else:
-            inputs = inputs[:1]
+            inputs = inputs[:1] or ([facts.subject[0]] if facts.subject else [])
     else:
         method = decision.rules.method
     session.add(Consensus(
@@ -493,9 +503,9 @@ def _view(session: Session, project: Project, task: Task, policy: Policy) -> Tas
     if task.stage in (Stage.REVIEW.value, Stage.ADJUDICATE.value) or (
             policy.prelabels == PrelabelUse.DRAFT):
         facts = _facts(session, item)
-        if task.stage == Stage.REVIEW.value and facts.reads:
-            context["under_review"] = {"annotation_id": facts.reads[0][0],
-                                       "label": facts.reads[0][2]}
+        if task.stage == Stage.REVIEW.value and facts.subject is not None:
+            context["under_review"] = {"annotation_id": facts.subject[0],
+                                       "label": facts.subject[1]}
         elif task.stage == Stage.ADJUDICATE.value:
             context["reads"] = [{"annotation_id": a, "reader": u, "label": lab}
                                 for a, u, lab in facts.reads]
@@ -797,17 +807,17 @@ def review(session: Session, project: Project, user: User, task_id: int, decisio
                       user, what)
     spent = _time(time_spent_s, task, user, what)
     facts = _facts(session, item)
-    if not facts.reads:
+    if facts.subject is None:
         raise _refuse(TaskConflictError("there is no read to review on this item"), task, user,
                       what)
-    annotation = session.get(Annotation, facts.reads[0][0])
+    annotation = session.get(Annotation, facts.subject[0])
     assert annotation is not None
     if annotation.author_id == user.id:
         raise _refuse(TaskDeniedError("nobody may review their own work"), task, user, what)
     corrected: Annotation | None = None
     if decision == "correct":
         clean = _clean(session, project, payload, task, user, what)
-        if _label(clean) == facts.reads[0][2]:
+        if _label(clean) == facts.subject[1]:
             raise _refuse(TaskInputError("a correction must change the label; accept it "
                                          "instead", field="label"), task, user, what)
         corrected = _annotation(session, project, task, user, clean, spent,
