@@ -233,3 +233,61 @@ def test_reviewer_corrects_a_read_in_the_browser(browser: Any, server: Any) -> N
     assert final["status"] == "final" and final["label"] == {"label": "nodule"}
     corrected = next(r for r in reads if r["id"] == final["input_annotation_ids"][0])
     assert corrected["author"] == "rita" and corrected["parent_id"] is not None
+
+
+def test_releases_dashboards_and_audit_pages(browser: Any, server: Any) -> None:
+    # The manager freezes and signs a release of the adjudicated project in the browser.
+    page = sign_in(browser, server, "max", "/releases?project=findings")
+    page.wait_for_selector("#release-list", timeout=10000)
+    page.click("summary:has-text('New release')")
+    page.fill("#release-name", "v1")
+    page.fill("#release-exclude-unresolved", "still in the workflow")
+    page.click("button:has-text('Freeze release')")
+    page.wait_for_selector("[data-release=v1]", timeout=15000)
+    page.fill("#sign-password", "not my password")
+    page.click("#sign")
+    page.wait_for_selector(".notice.error:has-text('Wrong password')", timeout=10000)
+    page.fill("#sign-password", PASSWORD)
+    page.select_option("#sign-meaning", "approved for training")
+    page.click("#sign")
+    page.wait_for_selector(".releases-table:has-text('approved for training')", timeout=10000)
+    page.click("#verify-release")
+    page.wait_for_selector("text=verified", timeout=15000)
+    shot(page, "releases")
+
+    page.goto(server.url + "/dashboard?project=findings")
+    page.wait_for_selector("#dashboards .panel:has-text('Agreement between readers') table",
+                           timeout=20000)
+    assert page.locator("#dashboards .panel").count() >= 4
+    assert "Escalations" in page.inner_text("#dashboards")
+    shot(page, "dashboard")
+    assert not page.errors
+    page.context.close()
+
+    # The auditor reads the project's audit trail and filters it.
+    page = sign_in(browser, server, "audrey", "/audit?project=findings")
+    page.wait_for_selector(".audit-table tbody tr", timeout=10000)
+    page.fill("#f-actor", "sam")
+    rows = page.locator(".audit-table tbody tr")
+    assert rows.count() >= 1
+    assert all(r == "sam" for r in rows.locator("td:nth-child(3)").all_inner_texts())
+    page.fill("#f-actor", "")
+    page.fill("#f-action", "sign")
+    assert page.locator(".audit-table tbody tr").count() >= 1
+    page.fill("#f-action", "")
+    shot(page, "audit")
+    assert not page.errors
+    page.context.close()
+
+
+def test_sign_in_page_tells_wrong_passwords_plainly(browser: Any, server: Any) -> None:
+    context = browser.new_context(viewport={"width": 1000, "height": 640})
+    page = context.new_page()
+    page.goto(server.url + "/annotate")
+    page.wait_for_selector("#username")
+    shot(page, "login")
+    page.fill("#username", "ana")
+    page.fill("#password", "wrong password entirely")
+    page.click("#sign-in")
+    page.wait_for_selector(".form-error:has-text('Wrong user name or password')")
+    context.close()

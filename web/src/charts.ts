@@ -35,15 +35,16 @@ export function barChart(bars: Bar[], opts: { domain?: [number, number]; height?
   bars.forEach((b, k) => {
     const x = pad.l + k * slot + slot * 0.2;
     const w = slot * 0.6;
-    const top = y(Math.max(b.value, y0));
-    root.append(svg('rect', { class: 'bar', x, y: Math.min(top, y(y0)), width: w, height: Math.abs(y(y0) - top), ...(b.color ? { fill: b.color } : {}) }));
+    const top = y(Math.min(Math.max(b.value, y0), y1));
+    const base = y(Math.min(Math.max(0, y0), y1));
+    root.append(svg('rect', { class: 'bar', x, y: Math.min(top, base), width: w, height: Math.max(1, Math.abs(base - top)), ...(b.color ? { fill: b.color } : {}) }));
     if (b.lo != null && b.hi != null) {
       const cx = x + w / 2;
       root.append(svg('line', { class: 'ci', x1: cx, x2: cx, y1: y(b.lo), y2: y(b.hi) }));
       root.append(svg('line', { class: 'ci', x1: cx - 5, x2: cx + 5, y1: y(b.lo), y2: y(b.lo) }));
       root.append(svg('line', { class: 'ci', x1: cx - 5, x2: cx + 5, y1: y(b.hi), y2: y(b.hi) }));
     }
-    root.append(svg('text', { x: x + w / 2, y: top - 4, 'text-anchor': 'middle' }, fmt(b.value)));
+    root.append(svg('text', { x: x + w / 2, y: Math.min(top, base) - 4, 'text-anchor': 'middle' }, fmt(b.value)));
     root.append(svg('text', { x: x + w / 2, y: height - pad.b + 14, 'text-anchor': 'middle' }, b.label.length > 12 ? `${b.label.slice(0, 11)}…` : b.label));
   });
   return root;

@@ -107,17 +107,18 @@ export async function mountWorkspace(root: HTMLElement, o: WorkspaceOptions): Pr
           persist();
         },
       })) : null,
+    def.kind === 'classification' ? o.actions : null,
     editable && toolsFor(def).length ? h('h3', null, 'Tools') : h('h3', null, 'View'),
     toolBar,
     h('h3', null, 'Window'),
     presetBar,
-    o.actions,
+    def.kind === 'classification' ? null : o.actions,
     h('details.help', null, h('summary', null, 'Keyboard'),
       h('ul', null,
         h('li', null, '1–9: choose class · Shift+1–5: window preset'),
         h('li', null, 'W/P/Z: window, pan, zoom · B/G/M/E: box, polygon, brush, eraser'),
         h('li', null, '↑/↓ or wheel: slice · Space: cine · R: reset · I: invert · [ ]: brush size'),
-        h('li', null, 'Enter: submit · S: skip · U: flag unclear · Ctrl+Z: clear drawing'))));
+        h('li', null, 'Enter: submit · S: skip · Ctrl+Z: clear drawing · review: A/C/R/X · adjudicate: Alt+1…, Ctrl+Enter'))));
   const layout = h('div.workspace', null, side, h('div.center', null, viewerHost, status), guideline);
   root.append(layout);
 

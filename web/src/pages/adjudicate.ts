@@ -102,12 +102,12 @@ export async function adjudicatePage(root: HTMLElement, ctx: PageCtx): Promise<C
     const esc = task.context?.escalation;
     const review = task.context?.review;
     const actions = h('div.actions', null,
+      h('h3', null, 'Final label'),
+      h('p.muted', null, 'Choose the class (1–9) or start from a reader\'s label (Alt+1…), then give the reason.'),
+      reasonBox, finalBtn,
       h('h3', null, 'Why it is here'),
       h('p#escalation-reason', null, esc ? `${esc.reason} (due ${fmtTime(esc.due_at)})` : 'Readers disagree.'),
-      review ? h('p.muted', null, `Review by ${review.reviewer}: ${review.escalated ? 'escalated' : review.label ?? ''}`) : null,
-      h('h3', null, 'Final label'),
-      h('p.muted', null, 'Choose the class (1–9) or start from a reader\'s label, then give the reason.'),
-      reasonBox, finalBtn);
+      review ? h('p.muted', null, `Review by ${review.reviewer}: ${review.escalated ? 'escalated' : review.label ?? ''}`) : null);
     const top = h('div.adjudicate-top', null, cards, consensusPanel);
     host.append(top);
     const wsHost = h('div.adjudicate-ws');

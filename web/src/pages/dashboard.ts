@@ -43,7 +43,7 @@ export async function dashboardPage(root: HTMLElement, ctx: PageCtx): Promise<Cl
   for (const i of items) byStatus.set(i.status, (byStatus.get(i.status) ?? 0) + 1);
   const labelled = new Set(human.map((a) => a.item_id)).size;
   grid.append(panel('Progress',
-    h('p', null, `${items.length} items · ${labelled} labelled at least once · ${human.length} reads · ${consensus.length} with a consensus`),
+    h('p', null, `items: ${items.length} · labelled at least once: ${labelled} · reads: ${human.length} · with a consensus: ${consensus.length}`),
     barChart([...byStatus].map(([label, value]) => ({ label, value })), { format: (v) => String(Math.round(v)) }),
     times.length ? lineChart([
       { name: 'reads', color: '#3d8bfd', points: cumulative(times) },
