@@ -103,3 +103,21 @@ def test_serve_log_config_filters_every_handler() -> None:
     assert all("phi" in h.get("filters", []) for h in config["handlers"].values())
     assert config["loggers"]["uvicorn.access"]["handlers"] == []
     assert logs.describe_exception(KeyError(PHI[1])) == "KeyError"
+
+
+def test_an_exhausted_connection_pool_is_503_with_retry_after(
+    workspace: Workspace, seeded: Seeded, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+    def busy(*_args: object, **_kw: object) -> None:
+        raise PoolTimeoutError("QueuePool limit of size 5 overflow 10 reached")
+
+    monkeypatch.setattr(item_routes, "item_out", busy)
+    with caplog.at_level(logging.INFO):
+        r = client(workspace).get(f"/api/v1/projects/alpha/items/{seeded.items['alpha'][0]}",
+                                  headers=bearer(seeded.tokens["manager"]))
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["error"] == "overloaded"
+    assert "pool exhausted" in _server_text(caplog)

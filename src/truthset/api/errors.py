@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from truthset import audit
@@ -122,6 +123,14 @@ def install_error_handlers(app: FastAPI) -> None:
     def _operational(_request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database unavailable: %s", type(exc.orig).__name__)
         return _reply(503, "unavailable", "the database is busy or unavailable; retry",
+                      headers={"Retry-After": "1"})
+
+    @app.exception_handler(PoolTimeoutError)
+    def _overloaded(_request: Request, _exc: PoolTimeoutError) -> JSONResponse:
+        # Every database connection of this process stayed busy for the pool's whole wait:
+        # the server is over capacity. Tell the client to come back rather than fail.
+        log.warning("database connection pool exhausted")
+        return _reply(503, "overloaded", "the server is busy; retry shortly",
                       headers={"Retry-After": "1"})
 
     @app.exception_handler(PermissionDeniedError)

@@ -48,6 +48,9 @@ def serve_cmd(
         "truthset.api.app:create_app_from_env", factory=True, host=host, port=port,
         workers=workers, proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips,
         log_level="info", access_log=False, log_config=LOG_CONFIG,
+        # A worker imports the whole stack before it answers the supervisor's health check;
+        # on a busy small machine that takes longer than uvicorn's default 5 s.
+        timeout_worker_healthcheck=120,
     )
 
 
