@@ -78,7 +78,8 @@ def test_cli_round_trip(workspace: Workspace, tmp_path: Path) -> None:
     code, out = run(workspace, "adjudicate", "chest", str(adj["task_id"]), "--as", "adj",
                     "--label", "nodule", "--reason", "spiculated margin")
     assert code == 0 and "final" in out
-    for command in (("task", "status", "chest"), ("disagreement", "chest"), ("cost", "chest"),
+    for command in (("task", "status", "chest"), ("task", "release-expired", "chest"),
+                    ("disagreement", "chest"), ("cost", "chest"),
                     ("readers", "stats", "chest"), ("escalations", "chest", "--all"),
                     ("escalations", "chest", "--report"), ("policy", "show", "chest")):
         code, out = run(workspace, *command)

@@ -353,3 +353,18 @@ def test_model_drafts_go_straight_to_review(workspace: Workspace) -> None:
     with workspace.sessions() as s:
         final = s.scalars(sa.select(Consensus)).one()
     assert final.method == "review" and final.label == {"label": "effusion"}
+
+
+def test_expired_leases_return_to_the_pool(workspace: Workspace) -> None:
+    make_project(workspace, "workflow: consensus\nk: 2\nlease_minutes: 10\n", n_items=1)
+    task = call(workspace, "r0", queue.next_task).task
+    later = utcnow() + timedelta(minutes=11)
+    with workspace.unit("admin") as s:
+        p = projects.get_project(s, "chest")
+        assert queue.release_expired(s, p, now=utcnow()) == 0
+        assert queue.release_expired(s, p, now=later) == 1
+        summary = queue.queue_summary(s, p)
+    assert dict(zip(summary["status"], summary["n"], strict=True)) == {"open": 2}
+    with workspace.sessions() as s:
+        row = s.get(Task, task.task_id)
+        assert row.status == "open" and row.assignee_id is None

@@ -128,6 +128,16 @@ def task_status(project: Project, workspace: WorkspaceOption = None) -> None:
     console.print(_table(frame, f"Tasks of {project}"))
 
 
+@task_app.command("release-expired")
+@handle_errors
+def task_release_expired(project: Project, workspace: WorkspaceOption = None,
+                         actor: ActorOption = None) -> None:
+    """Return every task whose lease ran out to the pool."""
+    with open_workspace(workspace) as ws, ws.unit(actor_name(actor)) as s:
+        n = queue.release_expired(s, projects.get_project(s, project))
+    console.print(f"{n} expired leases returned to the pool")
+
+
 @task_app.command("next")
 @handle_errors
 def task_next(project: Project, reader: Reader, as_json: AsJson = False,
