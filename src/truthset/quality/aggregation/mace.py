@@ -50,9 +50,11 @@ class _MaceProblem:
 
     Every parameter the E-step needs depends on a label row only through its (reader, label)
     pair, so the E-step works on ``readers × classes`` tables and two sparse count matrices:
-    ``item_pair`` (items × (reader, label) pairs) and ``item_class_pair`` ((item, class) ×
+    ``item_pair`` (items × (reader, label) pairs) and ``item_class_pair`` ((class, item) ×
     (reader, label) pairs, nonzero only where the class is the label). Each E-step is then a
-    handful of sparse matrix-vector products.
+    handful of sparse matrix-vector products. Class-major rows make the item × class × restart
+    arrays ``class × item × restart`` in memory, so the reductions over classes are element-wise
+    passes over contiguous blocks.
     """
 
     def __init__(self, encoded: EncodedLabels, gold: np.ndarray) -> None:
@@ -67,7 +69,7 @@ class _MaceProblem:
         ones = np.ones(len(items))
         self.item_pair = sparse.csr_matrix((ones, (items, pair)), shape=(n, m * k))
         self.item_class_pair = sparse.csr_matrix(
-            (ones, (items * k + labels, pair)), shape=(n * k, m * k)
+            (ones, (labels * n + items, pair)), shape=(k * n, m * k)
         )
         self.pair_item_class = self.item_class_pair.T.tocsr()
         self.pair_counts = np.bincount(pair, minlength=m * k).reshape(m, k).astype(float)
@@ -104,25 +106,28 @@ class _MaceProblem:
         match_term = spam_term + know[:, None, :]
         log_spam = np.log(spam_term)
         log_ratio = (np.log(match_term) - log_spam).reshape(-1, r)
-        logits = np.asarray(self.item_class_pair @ log_ratio).reshape(n, k, r)
-        logits += np.asarray(self.item_pair @ log_spam.reshape(-1, r))[:, None, :] - np.log(k)
+        # class × item × restart
+        logits = np.asarray(self.item_class_pair @ log_ratio).reshape(k, n, r)
+        logits += np.asarray(self.item_pair @ log_spam.reshape(-1, r))[None, :, :] - np.log(k)
         if len(self.gold_rows):
-            gold_logits = logits[self.gold_rows, self.gold_classes, :]
-            logits[self.gold_rows] = -np.inf
-            logits[self.gold_rows, self.gold_classes, :] = gold_logits
-        top = logits.max(axis=1, keepdims=True)
-        posterior = np.exp(logits - top)
-        total = posterior.sum(axis=1, keepdims=True)
+            gold_logits = logits[self.gold_classes, self.gold_rows, :]
+            logits[:, self.gold_rows] = -np.inf
+            logits[self.gold_classes, self.gold_rows, :] = gold_logits
+        top = logits.max(axis=0)
+        posterior = logits
+        posterior -= top
+        np.exp(posterior, out=posterior)
+        total = posterior.sum(axis=0)
         posterior /= total
-        log_likelihood = np.sum(np.log(total) + top, axis=(0, 1))
+        log_likelihood = (np.log(total) + top).sum(axis=0)
         # P(spamming on a label y | data) = 1 - P(truth = y) * (1 - spam / match); summed per
         # (reader, label) pair that is n_jy - (1 - spam / match) * sum of P(truth = y).
-        own = np.asarray(self.pair_item_class @ posterior.reshape(n * k, r)).reshape(theta.shape)
+        own = np.asarray(self.pair_item_class @ posterior.reshape(k * n, r)).reshape(theta.shape)
         strategy_counts = self.pair_counts[:, :, None] - (1.0 - spam_term / match_term) * own
         strategy_counts = np.maximum(strategy_counts, 0.0)
         spam_counts = strategy_counts.sum(axis=1)
         knowing_counts = np.stack([spam_counts, self.annotator_counts[:, None] - spam_counts], 1)
-        return log_likelihood, posterior, knowing_counts, strategy_counts
+        return log_likelihood, posterior.transpose(1, 0, 2), knowing_counts, strategy_counts
 
 
 def _normalize(counts: np.ndarray, smoothing: float) -> np.ndarray:
@@ -266,7 +271,7 @@ class MACE(Aggregator):
         _, posterior, _, _ = problem.e_step(
             spamming_best[:, :1], spamming_best[:, 1:], theta_best[:, :, None]
         )
-        posterior = posterior[:, :, 0]
+        posterior = np.ascontiguousarray(posterior[:, :, 0])
         spamming, theta = spamming_best, theta_best
         self.n_iter_ = self.n_iter
         self.log_likelihood_ = loglik_best
