@@ -267,3 +267,37 @@ def test_a_killed_import_leaves_nothing_identifiable_and_a_consistent_database(
                                       str(root), "--actor", "admin"])
     assert result.exit_code == 0, result.output
     assert "ingested 60" in result.output
+
+
+def test_only_an_admin_reidentifies_and_every_lookup_is_audited(tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus", ct=2, us=0, truncated=0)
+    root = tmp_path / "ws"
+    ws = Workspace.init(root)
+    runner = CliRunner()
+    try:
+        with ws.unit("admin") as s:
+            projects.create_project(s, key="ct", name="ct", schema_text=SCHEMA)
+        _users(ws)
+        with ws.unit("admin") as s:
+            imports.import_items(s, ws.blobs, projects.get_project(s, "ct"),
+                                 [tmp_path / "corpus"], vault=ws.vault)
+            item = s.scalar(select(Item))
+            assert item is not None and item.patient_pseudonym
+            pseudonym = item.patient_pseudonym
+        args = ["pseudonym", "lookup", pseudonym, "-p", "ct", "-w", str(root), "--reason",
+                "incidental finding follow-up"]
+        denied = runner.invoke(app, [*args, "--actor", "mia"])  # a manager is not enough
+        assert denied.exit_code == 5 and "MRN-88412907" not in denied.output
+        found = runner.invoke(app, [*args, "--actor", "root"])
+        assert found.exit_code == 0, found.output
+        assert "SWH-MRN / MRN-88412907" in found.output
+        unknown = runner.invoke(app, ["pseudonym", "lookup", "P-NOBODY", "-p", "ct", "-w",
+                                      str(root), "--reason", "typo", "--actor", "root"])
+        assert unknown.exit_code == 3
+        with ws.unit("check") as s:
+            events = s.scalars(select(AuditEvent).where(AuditEvent.action == "reidentify")).all()
+        rows = _dump_tables(ws)
+        assert [e.entity_id for e in events] == [pseudonym, "P-NOBODY"]
+        assert survivors(rows) == []  # the audit names the pseudonym, never the original
+    finally:
+        ws.close()

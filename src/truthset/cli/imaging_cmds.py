@@ -11,7 +11,8 @@ from rich.table import Table
 
 from truthset.cli.app import app, console, err_console, handle_errors
 from truthset.cli.context import ActorOption, WorkspaceOption, actor_name, open_workspace
-from truthset.workspace import imaging_export, projects, quarantine
+from truthset.domain.errors import NotFoundError
+from truthset.workspace import imaging_export, projects, quarantine, reidentify
 
 quarantine_app = typer.Typer(
     help="Images held because their pixels may show identity: list, clear or redact them "
@@ -103,3 +104,28 @@ def export_imaging_cmd(
     for what, why in result.skipped:
         err_console.print(f"  [dim]skipped[/] {what}: {why}", highlight=False)
     err_console.print(f"Exported {len(result.written)} file(s)")
+
+
+pseudonym_app = typer.Typer(help="The pseudonym vault (administrators only).",
+                            no_args_is_help=True)
+app.add_typer(pseudonym_app, name="pseudonym")
+
+
+@pseudonym_app.command("lookup")
+@handle_errors
+def pseudonym_lookup(
+    pseudonym: Annotated[str, typer.Argument(help="A pseudonym (P-..., or a 2.25. UID).")],
+    project: ProjectOption,
+    reason: Annotated[str, typer.Option(help="Why you need the original (audited).")],
+    workspace: WorkspaceOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Show the original identifier behind a pseudonym (the look-up is audited)."""
+    with open_workspace(workspace) as ws, ws.unit(actor_name(actor)) as session:
+        proj = projects.get_project(session, project)
+        found = reidentify.reidentify(session, ws.vault, proj, pseudonym,
+                                      actor=actor_name(actor), reason=reason)
+    if not found:  # the attempt is audited all the same
+        raise NotFoundError(f"no pseudonym {pseudonym!r} in project {project!r}")
+    for kind, original in found:
+        console.print(f"{kind}\t{original}", highlight=False)
