@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -107,3 +108,33 @@ def test_cost_report_per_policy_and_class(worked: Workspace) -> None:
     assert by_class.loc["normal", "est_accuracy"] == pytest.approx(1.0)
     assert by_class.loc["nodule", "est_accuracy"] == pytest.approx(2 / 3)
     assert report["known_answer"]["reads"].iloc[0] == 0
+
+
+def test_overdue_escalations_are_raised_a_tier(workspace: Workspace) -> None:
+    from truthset.workspace import users
+
+    def junior(s: Any, _p: Any) -> None:
+        users.add_user(s, username="adj2", role="adjudicator", tier=2)
+
+    make_project(workspace, "workflow: consensus\nk: 2\ntarget: 0.9\n"
+                            "tiers: {adjudicate: 2}\nescalation: {deadline_hours: 1}\n",
+                 n_items=1, extra=junior)
+    for name, label in (("r0", "normal"), ("r1", "nodule")):
+        task = call(workspace, name, queue.next_task).task
+        call(workspace, name, queue.submit, task.task_id, {"label": label})
+    later = utcnow() + timedelta(hours=2)
+    with workspace.unit("lead") as s:
+        p = projects.get_project(s, "chest")
+        assert escalations.raise_overdue(s, p, now=utcnow()) == []
+        (raised,) = escalations.raise_overdue(s, p, now=later)
+        assert (raised.from_tier, raised.to_tier) == (2, 3)
+        listed = escalations.list_escalations(s, p, status=None)
+    assert sorted(listed["status"]) == ["open", "raised"]
+    # Only a tier-3 reader is offered the item now.
+    assert call(workspace, "adj2", queue.next_task).task is None
+    task = call(workspace, "adj", queue.next_task).task
+    assert task.stage == "adjudicate"
+    call(workspace, "adj", queue.adjudicate, task.task_id, {"label": "nodule"}, reason="clear")
+    with workspace.sessions() as s:
+        p = projects.get_project(s, "chest")
+        assert escalations.list_escalations(s, p).empty

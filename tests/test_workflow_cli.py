@@ -81,7 +81,8 @@ def test_cli_round_trip(workspace: Workspace, tmp_path: Path) -> None:
     for command in (("task", "status", "chest"), ("task", "release-expired", "chest"),
                     ("disagreement", "chest"), ("cost", "chest"),
                     ("readers", "stats", "chest"), ("escalations", "chest", "--all"),
-                    ("escalations", "chest", "--report"), ("policy", "show", "chest")):
+                    ("escalations", "chest", "--report", "--raise-overdue"),
+                    ("policy", "show", "chest")):
         code, out = run(workspace, *command)
         assert code == 0, (command, out)
     code, out = run(workspace, "requeue", "chest", "--class", "nodule")

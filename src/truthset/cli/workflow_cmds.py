@@ -308,11 +308,16 @@ def escalations_cmd(
     all_: Annotated[bool, typer.Option("--all", help="Resolved ones too.")] = False,
     report: Annotated[bool, typer.Option("--report", help="Record the overdue report in the "
                                                           "audit log.")] = False,
+    raise_overdue: Annotated[bool, typer.Option("--raise-overdue", help="Send overdue "
+                                                "escalations one tier up first.")] = False,
     as_json: AsJson = False, workspace: WorkspaceOption = None, actor: ActorOption = None,
 ) -> None:
     """Escalated items with their deadlines (overdue first in the adjudicators' queues)."""
     with open_workspace(workspace) as ws, ws.unit(actor_name(actor)) as s:
         p = projects.get_project(s, project)
+        if raise_overdue:
+            raised = escalations.raise_overdue(s, p)
+            err_console.print(f"{len(raised)} overdue escalations raised a tier")
         if report:
             frame = escalations.report_overdue(s, p)
         else:

@@ -5,12 +5,14 @@ adjudication (a consensus under target, a reviewer's escalation, adaptive reads 
 names the tier it came from and the tier it goes to, and is due ``escalation.deadline_hours``
 later. It is resolved when the item becomes final. Overdue escalations go to the head of the
 adjudicators' queue (:func:`truthset.workflow.queue.next_task`), are listed here and reported
-(:func:`report_overdue` writes the report into the audit log).
+(:func:`report_overdue` writes the report into the audit log); :func:`raise_overdue` sends an
+overdue escalation one tier further up (the old one is marked ``raised``, a new one is due a
+full deadline later, and only readers of the new tier are offered the item).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import select
@@ -19,9 +21,12 @@ from sqlalchemy.orm import Session
 from truthset import audit
 from truthset.domain.errors import InputError
 from truthset.store.models import Escalation, Item, Project, Task, User, utcnow
+from truthset.workflow.policies import current_policy
 from truthset.workflow.queue import LEASED, aware
 
-STATUSES = ("open", "resolved")
+STATUSES = ("open", "resolved", "raised")
+#: The most senior tier.
+TOP_TIER = 3
 COLUMNS = ["id", "item_id", "item", "from_tier", "to_tier", "reason", "status", "created_at",
            "due_at", "overdue", "hours_overdue", "assignee"]
 
@@ -77,3 +82,25 @@ def report_overdue(session: Session, project: Project, *,
                         "max_hours_overdue": float(overdue["hours_overdue"].max())
                         if len(overdue) else 0.0})
     return overdue
+
+
+def raise_overdue(session: Session, project: Project, *,
+                  now: datetime | None = None) -> list[Escalation]:
+    """Send every open, overdue escalation below the top tier one tier up. Returns the new
+    escalations."""
+    now = now or utcnow()
+    deadline = timedelta(hours=current_policy(session, project).policy.escalation.deadline_hours)
+    raised: list[Escalation] = []
+    for esc in session.scalars(select(Escalation).where(
+            Escalation.project_id == project.id, Escalation.status == "open",
+            Escalation.due_at < now, Escalation.to_tier < TOP_TIER)
+            .order_by(Escalation.id).with_for_update()).all():
+        esc.status, esc.resolved_at = "raised", now
+        row = Escalation(project_id=project.id, item_id=esc.item_id, task_id=esc.task_id,
+                         from_tier=esc.to_tier, to_tier=esc.to_tier + 1,
+                         reason=f"overdue at tier {esc.to_tier}: {esc.reason}",
+                         due_at=now + deadline, status="open")
+        session.add(row)
+        raised.append(row)
+    session.flush()
+    return raised

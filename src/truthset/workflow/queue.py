@@ -640,11 +640,15 @@ def _claim(session: Session, project: Project, user: User, stages: list[Stage],
                              Escalation.due_at < now)
     rank = case(_STAGE_RANK, value=Task.stage, else_=0)
     free = or_(Task.status == OPEN, and_(Task.status == LEASED, Task.lease_expires_at < now))
+    # An escalation raised past its first tier (overdue) needs a reader of that tier.
+    above = exists().where(Escalation.item_id == Task.item_id, Escalation.status == "open",
+                           Escalation.to_tier > user.tier)
     suspended = rd.suspended_classes(session, project, user)
     skip: list[int] = []
     for _attempt in range(200):
         stmt = (select(Task).where(Task.project_id == project.id,
-                                   Task.stage.in_([s.value for s in stages]), free, ~mine)
+                                   Task.stage.in_([s.value for s in stages]), free, ~mine,
+                                   ~above)
                 .order_by(overdue.desc(), rank.desc(), Task.priority.desc(), Task.id)
                 .limit(1).with_for_update(skip_locked=True, of=Task))
         if skip:
