@@ -293,3 +293,26 @@ def test_quarantined_media_reach_managers_only(workspace: Workspace) -> None:
     search = http.get("/dicomweb/projects/ct/instances",
                       headers={"Authorization": f"Bearer {site.tokens['reader']}"})
     assert search.json() == []
+
+
+def test_rest_upload_of_dicom_goes_through_the_same_deidentifying_import(
+    tmp_path: Path,
+) -> None:
+    ws = Workspace.init(tmp_path / "ws")
+    try:
+        site = _site(ws)
+        http = TestClient(create_app(ws))
+        files = [("files", (f"ct{k}.dcm", _bytes(phi_instance(k)), "application/dicom"))
+                 for k in range(2)]
+        r = http.post("/api/v1/projects/ct/items", files=files,
+                      headers={"Authorization": f"Bearer {site.tokens['svc']}"})
+        assert r.status_code == 201, r.text
+        (item,) = r.json()["items"]
+        assert item["kind"] == "series" and item["modality"] == "CT"
+        assert survivors([r.text]) == []
+        with ws.unit("check") as s:
+            rows = s.scalars(select(ImagingInstance)).all()
+        assert len(rows) == 2
+        assert survivors(ws.blobs.get_bytes(row.sha256) for row in rows) == []
+    finally:
+        ws.close()
