@@ -254,3 +254,62 @@ def test_export_tables_with_provenance_and_test_split_access_is_audited(
             export_release(s, release, tmp_path / "coco", formats=["coco"])
         with pytest.raises(InputError, match="unknown split"):
             export_release(s, release, tmp_path / "x", formats=["csv"], splits=["holdout"])
+
+
+def test_release_of_a_project_run_through_the_workflow_queue(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """Reads, disagreement, escalation and adjudication made by the workflow queue end up in
+    the release as the queue decided them, with the adjudicator's reason."""
+    from release_support import SCHEMA
+    from truthset.auth import memberships
+    from truthset.workflow import policies, queue
+    from truthset.workspace import imports, users
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    from PIL import Image
+
+    for k in range(3):
+        Image.new("L", (8, 6), color=40 * k).save(folder / f"x{k}.png")
+    plan = {"x0.png": ("normal", "normal"), "x1.png": ("nodule", "normal"),
+            "x2.png": ("effusion", "effusion")}
+    with workspace.unit("setup") as s:
+        project = projects.create_project(s, key="wf", name="wf", schema_text=SCHEMA)
+        imports.import_items(s, workspace.blobs, project, [folder])
+        for name, role, tier in (("ann", "annotator", 1), ("bob", "annotator", 1),
+                                 ("sam", "adjudicator", 3)):
+            memberships.add_member(s, project, users.add_user(s, username=name, role=role,
+                                                              tier=tier), role)
+        policies.set_policy(s, project, "policy:\n  workflow: consensus\n  method: mv\n"
+                                        "  k: 2\n  min_agreement: 1.0\n  target: 0.9\n")
+        queue.enqueue(s, project)
+    for reader, k in (("ann", 0), ("bob", 1)):
+        for _ in plan:
+            with workspace.unit(reader) as s:
+                project = projects.get_project(s, "wf")
+                user = users.get_user(s, reader)
+                task = queue.next_task(s, project, user).task
+                assert task is not None
+                queue.submit(s, project, user, task.task_id,
+                             {"label": plan[task.external_id][k]})
+    with workspace.unit("sam") as s:
+        project = projects.get_project(s, "wf")
+        sam = users.get_user(s, "sam")
+        task = queue.next_task(s, project, sam).task
+        assert task is not None and task.external_id == "x1.png"
+        queue.adjudicate(s, project, sam, task.task_id, {"label": "nodule"},
+                         reason="nodule visible on the lateral view")
+    with workspace.unit("lead") as s:
+        project = projects.get_project(s, "wf")
+        release = service.create_release(s, project, workspace.blobs, name="v1", actor="lead")
+        rows = {r.external_id: r for r in service.release_items(s, release)}
+    assert all(r.included for r in rows.values())
+    adjudicated = rows["x1.png"]
+    assert adjudicated.final_label == {"label": "nodule"}
+    assert adjudicated.label_source == "adjudicated"
+    adj = adjudicated.provenance["adjudication"]
+    assert adj["adjudicator"] == "sam" and adj["reason"] == "nodule visible on the lateral view"
+    assert [r["reader"] for r in adjudicated.provenance["reads"]] == ["ann", "bob"]
+    assert rows["x0.png"].label_source == "consensus"
+    assert rows["x0.png"].provenance["consensus"]["method"] == "mv"

@@ -496,7 +496,7 @@ def sign_release(
         return refuse(PermissionDeniedError(
             f"{username!r} cannot sign: no active user with a password"))
     if not verify_password(user.password_hash, password):
-        return refuse(PermissionDeniedError("the password is wrong; the release was not signed"))
+        return refuse(PermissionDeniedError("wrong password: the release was not signed"))
     held = roles_in(session, user.id, project.id) | (
         {Role(user.role)} if user.role in {r.value for r in APPROVER_ROLES} else set())
     if not held & APPROVER_ROLES:
