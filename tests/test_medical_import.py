@@ -309,3 +309,35 @@ def test_nifti_header_text_and_extensions_are_removed(tmp_path: Path) -> None:
         assert np.array_equal(np.asanyarray(back.dataobj), np.asanyarray(img.dataobj))
     finally:
         ws.close()
+
+
+def test_a_risky_addition_requarantines_a_series_and_a_clean_one_keeps_the_decision(
+    tmp_path: Path,
+) -> None:
+    from truthset.workspace import quarantine, users
+
+    ws = Workspace.init(tmp_path / "ws")
+    paths, _ = make_series(tmp_path / "s", slices=4)
+    ds = pydicom.dcmread(paths[2])
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(paths[2], enforce_file_format=True)
+    try:
+        _project(ws)
+        with ws.unit("admin") as s:
+            users.add_user(s, username="root", role="admin")
+        _import(ws, "ct", paths[:2])
+        assert _items(ws)[0].status == "active"
+        risky = _import(ws, "ct", paths[2:3])
+        assert risky.quarantined and "BurnedInAnnotation is YES" in risky.quarantined[0][1]
+        (item,) = _items(ws)
+        assert item.status == "quarantined"
+        with ws.unit("root") as s:
+            quarantine.clear_item(s, projects.get_project(s, "ct"), item.external_id,
+                                  actor="root", note="checked: only a ruler")
+        clean = _import(ws, "ct", paths[3:])
+        assert clean.ingested == [item.external_id]
+        (item,) = _items(ws)
+        assert item.status == "active" and len(item.media) == 4
+        assert item.attributes["quarantine_decision"]["by"] == "root"
+    finally:
+        ws.close()

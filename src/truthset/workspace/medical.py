@@ -381,19 +381,23 @@ def _extend_item(
     session: Session, project: Project, item: Item, ordered: list[_Stored],
     new: list[_Stored], report: MedicalImport, series: Any,
 ) -> None:
-    """Add instances to a series item imported before."""
+    """Add instances to a series item imported before. New instances that may show
+    identity put the item (back) in quarantine; otherwise its status and any earlier
+    quarantine decision stay."""
     settings = imaging_settings(project.settings)
-    reasons = sorted({r for entry in new for r in entry.reasons}
-                     | set(item.attributes.get("quarantine_reasons", [])))
+    fresh = sorted({r for entry in new for r in entry.reasons})
+    reasons = sorted(set(fresh) | set(item.attributes.get("quarantine_reasons", [])))
     item.media = _media(ordered)
     item.kind = "series"
-    item.attributes = _item_attributes(ordered[0].image.info, series.info, reasons, settings)
-    if reasons and item.status != "quarantined":
+    item.attributes = {**(item.attributes or {}),
+                       **_item_attributes(ordered[0].image.info, series.info, reasons,
+                                          settings)}
+    if fresh:
         item.status = "quarantined"
     session.add_all(_instance_row(project, item, entry) for entry in new)
     report.instances.extend(str(e.image.info.sop_instance_uid) for e in new)
-    if reasons:
-        report.quarantined.append((item.external_id, "; ".join(reasons)))
+    if fresh:
+        report.quarantined.append((item.external_id, "; ".join(fresh)))
     else:
         report.ingested.append(item.external_id)
 
