@@ -149,36 +149,6 @@ def _consensus_exists(world: World, _caller: str) -> dict[str, Any]:
     return {}
 
 
-#: The workflow probes' policy: every stage open to tier 1, so alpha's members qualify.
-WORKFLOW_POLICY = ("workflow: consensus\nk: 2\ntarget: 0.9\ntiers:\n  annotate: 1\n"
-                   "  review: 1\n  adjudicate: 1\n")
-
-
-def _workflow_item(world: World, caller: str, *, queued: bool) -> dict[str, Any]:
-    """A fresh item of alpha (queued under the workflow policy when ``queued``)."""
-    from truthset.workflow import policies, queue
-
-    with world.ws.unit("seed") as s:
-        alpha = projects.get_project(s, "alpha")
-        if policies.current_policy(s, alpha).version == 0:
-            policies.set_policy(s, alpha, WORKFLOW_POLICY)
-        n = len(s.scalars(select(Item.id).where(Item.project_id == alpha.id)).all())
-        name = f"wf-{caller}-{n}"
-        s.add(Item(project_id=alpha.id, external_id=name, kind="image"))
-        s.flush()
-        if queued:
-            queue.enqueue(s, alpha, [name])
-    return {"item_name": name}
-
-
-def _fresh_slot(world: World, caller: str) -> dict[str, Any]:
-    return _workflow_item(world, caller, queued=True)
-
-
-def _fresh_item(world: World, caller: str) -> dict[str, Any]:
-    return _workflow_item(world, caller, queued=False)
-
-
 def _release_ready(world: World, _caller: str) -> dict[str, Any]:
     """Alpha's items have a final consensus (what a release freezes)."""
     with world.ws.unit("seed") as s:
@@ -251,6 +221,36 @@ def _job_done(world: World, _caller: str, reply: Any) -> None:
     assert wait_for(world.ws, reply.json()["id"], timeout_s=30).status == "succeeded"
 
 
+#: The workflow probes' policy: every stage open to tier 1, so alpha's members qualify.
+WORKFLOW_POLICY = ("workflow: consensus\nk: 2\ntarget: 0.9\ntiers:\n  annotate: 1\n"
+                   "  review: 1\n  adjudicate: 1\n")
+
+
+def _workflow_item(world: World, caller: str, *, queued: bool) -> dict[str, Any]:
+    """A fresh item of alpha (queued under the workflow policy when ``queued``)."""
+    from truthset.workflow import policies, queue
+
+    with world.ws.unit("seed") as s:
+        alpha = projects.get_project(s, "alpha")
+        if policies.current_policy(s, alpha).version == 0:
+            policies.set_policy(s, alpha, WORKFLOW_POLICY)
+        n = len(s.scalars(select(Item.id).where(Item.project_id == alpha.id)).all())
+        name = f"wf-{caller}-{n}"
+        s.add(Item(project_id=alpha.id, external_id=name, kind="image"))
+        s.flush()
+        if queued:
+            queue.enqueue(s, alpha, [name])
+    return {"item_name": name}
+
+
+def _fresh_slot(world: World, caller: str) -> dict[str, Any]:
+    return _workflow_item(world, caller, queued=True)
+
+
+def _fresh_item(world: World, caller: str) -> dict[str, Any]:
+    return _workflow_item(world, caller, queued=False)
+
+
 # --- content checks (blinding) ---------------------------------------------------------------
 def _only_own_labels_unless_overseer(world: World, caller: str, reply: Any) -> None:
     authors = {a["author"] for a in reply.json()["items"]}
@@ -265,6 +265,10 @@ def _own_projects_only(world: World, caller: str, reply: Any) -> None:
     expected = {"nobody": set(), "outsider": {"beta"}}.get(
         caller, {"alpha", "beta"} if caller in GLOBAL_AUDIT else {"alpha"})
     assert expected <= keys and (caller in GLOBAL_AUDIT or keys == expected), keys
+
+
+#: A STOW-RS request's content type.
+STOW_TYPE = 'multipart/related; type="application/dicom"; boundary=b'
 
 
 #: Every route of the API, by ``METHOD /template``, with its probes.
@@ -412,6 +416,34 @@ EXPECT: dict[str, list[Probe]] = {
     "GET /api/v1/projects/{key}/agreement": [
         Probe("/api/v1/projects/alpha/agreement?metric=percent", OVERSEE),
     ],
+    # -- background jobs and pre-labelling oversight --
+    "GET /api/v1/projects/{key}/jobs": [
+        Probe("/api/v1/projects/alpha/jobs", MANAGE | AUDITORS),
+    ],
+    "POST /api/v1/projects/{key}/jobs": [
+        Probe("/api/v1/projects/alpha/jobs", MANAGE, ok=(201,), check=_job_done,
+              kwargs={"json": {"kind": "acceptance", "params": {}}}),
+    ],
+    "GET /api/v1/projects/{key}/jobs/{job_id}": [
+        Probe("/api/v1/projects/alpha/jobs/{job_id}", MANAGE | AUDITORS,
+              prepare=_job_row("succeeded")),
+        Probe("/api/v1/projects/alpha/jobs/{job_id}", MANAGE | AUDITORS, ok=(404,),
+              prepare=_beta_job, label="another project's job id under this project"),
+    ],
+    "POST /api/v1/projects/{key}/jobs/{job_id}/cancel": [
+        Probe("/api/v1/projects/alpha/jobs/{job_id}/cancel", MANAGE,
+              prepare=_job_row("queued")),
+    ],
+    "GET /api/v1/projects/{key}/prelabel/models": [
+        Probe("/api/v1/projects/alpha/prelabel/models", MANAGE | AUDITORS),
+    ],
+    "GET /api/v1/projects/{key}/prelabel/acceptance": [
+        Probe("/api/v1/projects/alpha/prelabel/acceptance", MANAGE | AUDITORS),
+    ],
+    "POST /api/v1/projects/{key}/prelabel/classes/{class_name}/resume": [
+        Probe("/api/v1/projects/alpha/prelabel/classes/effusion/resume", MANAGE,
+              prepare=_paused_class, kwargs={"json": {"note": "new model version"}}),
+    ],
     # -- workflow: policy, task queue, reviews, adjudications, readers, escalations --
     "GET /api/v1/projects/{key}/policy": [Probe("/api/v1/projects/alpha/policy", MEMBERS)],
     "PUT /api/v1/projects/{key}/policy": [
@@ -449,34 +481,6 @@ EXPECT: dict[str, list[Probe]] = {
     ],
     "GET /api/v1/projects/{key}/escalations": [
         Probe("/api/v1/projects/alpha/escalations", OVERSEE),
-    ],
-    # -- background jobs and pre-labelling oversight --
-    "GET /api/v1/projects/{key}/jobs": [
-        Probe("/api/v1/projects/alpha/jobs", MANAGE | AUDITORS),
-    ],
-    "POST /api/v1/projects/{key}/jobs": [
-        Probe("/api/v1/projects/alpha/jobs", MANAGE, ok=(201,), check=_job_done,
-              kwargs={"json": {"kind": "acceptance", "params": {}}}),
-    ],
-    "GET /api/v1/projects/{key}/jobs/{job_id}": [
-        Probe("/api/v1/projects/alpha/jobs/{job_id}", MANAGE | AUDITORS,
-              prepare=_job_row("succeeded")),
-        Probe("/api/v1/projects/alpha/jobs/{job_id}", MANAGE | AUDITORS, ok=(404,),
-              prepare=_beta_job, label="another project's job id under this project"),
-    ],
-    "POST /api/v1/projects/{key}/jobs/{job_id}/cancel": [
-        Probe("/api/v1/projects/alpha/jobs/{job_id}/cancel", MANAGE,
-              prepare=_job_row("queued")),
-    ],
-    "GET /api/v1/projects/{key}/prelabel/models": [
-        Probe("/api/v1/projects/alpha/prelabel/models", MANAGE | AUDITORS),
-    ],
-    "GET /api/v1/projects/{key}/prelabel/acceptance": [
-        Probe("/api/v1/projects/alpha/prelabel/acceptance", MANAGE | AUDITORS),
-    ],
-    "POST /api/v1/projects/{key}/prelabel/classes/{class_name}/resume": [
-        Probe("/api/v1/projects/alpha/prelabel/classes/effusion/resume", MANAGE,
-              prepare=_paused_class, kwargs={"json": {"note": "new model version"}}),
     ],
     # -- releases --
     "GET /api/v1/projects/{key}/releases": [
@@ -520,6 +524,29 @@ EXPECT: dict[str, list[Probe]] = {
     "GET /api/v1/audit/verify": [Probe("/api/v1/audit/verify", GLOBAL_AUDIT)],
     "GET /api/v1/audit/head": [Probe("/api/v1/audit/head", GLOBAL_AUDIT)],
 }
+
+#: DICOMweb under /dicomweb/projects/{key}: QIDO-RS searches (200 on a project without DICOM),
+#: WADO-RS retrievals of an unknown UID (404 once authorised) and STOW-RS with an unterminated
+#: multipart body (422 once authorised).
+_DICOMWEB = "/dicomweb/projects/{key}"
+_UIDS = {"key": "alpha", "study": "1.2.3", "series": "1.2.3", "sop": "1.2.3", "frames": "1",
+         "frame": "1"}
+_SOP = "/studies/{study}/series/{series}/instances/{sop}"
+for _tail in ("/instances", "/series", "/studies", "/studies/{study}/instances",
+              "/studies/{study}/series", "/studies/{study}/series/{series}/instances"):
+    EXPECT[f"GET {_DICOMWEB}{_tail}"] = [Probe((_DICOMWEB + _tail).format(**_UIDS), MEMBERS)]
+EXPECT[f"GET {_DICOMWEB}/studies"].append(
+    Probe("/dicomweb/projects/beta/studies", BETA_READERS, label="another project"))
+for _tail in ("/studies/{study}", "/studies/{study}/metadata", "/studies/{study}/series/{series}",
+              "/studies/{study}/series/{series}/metadata", _SOP, _SOP + "/metadata",
+              _SOP + "/rendered", _SOP + "/frames/{frames}", _SOP + "/frames/{frame}/rendered"):
+    EXPECT[f"GET {_DICOMWEB}{_tail}"] = [
+        Probe((_DICOMWEB + _tail).format(**_UIDS), MEMBERS, ok=(404,), label="unknown UID")]
+for _tail in ("/studies", "/studies/{study}"):
+    EXPECT[f"POST {_DICOMWEB}{_tail}"] = [
+        Probe((_DICOMWEB + _tail).format(**_UIDS), MANAGE | {"service"}, ok=(422,),
+              kwargs={"content": b"x", "headers": {"Content-Type": STOW_TYPE}},
+              label="unterminated multipart body")]
 
 #: Routes under these prefixes act on the caller's own credentials, not on project data.
 SELF_SERVICE = ("POST /api/v1/auth/", "DELETE /api/v1/auth/", "GET /api/v1/auth/")
