@@ -228,9 +228,13 @@ def test_dicomweb_errors_and_matching(workspace: Workspace) -> None:
     pseudonym = studies[0]["00100010"]["Value"][0]["Alphabetic"]
     for query, hits in ((f"PatientName={pseudonym[:4]}*", 1), ("PatientName=p-*", 1),
                         ("PatientName=Quincy*", 0), (f"StudyInstanceUID={study},1.2.3", 1),
-                        ("Modality=MR", 0), ("limit=0", 0), ("offset=1", 0)):
+                        ("Modality=MR", 0), ("Modality=CT", 1), (f"SOPInstanceUID={sop}", 1),
+                        ("limit=0", 0), ("offset=1", 0)):
         got = http.get(f"{base}/instances?{query}", headers=auth).json()
         assert len(got) == hits, query
+    (found,) = http.get(f"{base}/studies?StudyInstanceUID={study}", headers=auth).json()
+    assert found["00201208"]["Value"] == [1]
+    assert http.get(f"{base}/series?Modality=MR", headers=auth).json() == []
     assert http.get(f"{base}/studies?NoSuchThing=1", headers=auth).status_code == 422
     url = f"{base}/studies/{study}/series/{series}/instances/{sop}"
     assert http.get(url + "/frames/2", headers=auth).status_code == 422

@@ -87,9 +87,28 @@ def _visible(project: Project, held: Iterable[Role]) -> Select[Any]:
     return stmt
 
 
+#: QIDO keys matched in SQL when their value is exact (no wildcard): the indexed columns.
+_PUSHDOWN = {
+    "0020000D": ImagingInstance.study_instance_uid,
+    "0020000E": ImagingInstance.series_instance_uid,
+    "00080018": ImagingInstance.sop_instance_uid,
+    "00080060": ImagingInstance.modality,
+}
+
+
 def _rows(session: Session, project: Project, held: Iterable[Role], *, study: str | None = None,
-          series: str | None = None, sop: str | None = None) -> list[ImagingInstance]:
+          series: str | None = None, sop: str | None = None,
+          query: Query | None = None, level: str = "instance") -> list[ImagingInstance]:
     stmt = _visible(project, held)
+    # Only keys that do not change the related counts of the level searched.
+    keys = {"study": ("0020000D",), "series": ("0020000D", "0020000E", "00080060")}.get(
+        level, tuple(_PUSHDOWN))
+    for key in keys:
+        column = _PUSHDOWN[key]
+        wanted = (query.match if query else {}).get(key, "")
+        if wanted and not any(c in wanted for c in "*?"):
+            stmt = stmt.where(column.in_([w.strip() for w in wanted.replace("\\", ",")
+                                         .split(",") if w.strip()]))
     if study:
         stmt = stmt.where(ImagingInstance.study_instance_uid == study)
     if series:
@@ -116,7 +135,7 @@ def search_studies(session: Session, project: Project, held: Iterable[Role],
     """QIDO-RS ``/studies``: one DICOM JSON object per matching study, with
     ModalitiesInStudy and the related series/instance counts."""
     studies: dict[str, list[ImagingInstance]] = {}
-    for row in _rows(session, project, held):
+    for row in _rows(session, project, held, query=query, level="study"):
         studies.setdefault(row.study_instance_uid, []).append(row)
     out = []
     modalities_key = "00080061"
@@ -138,7 +157,7 @@ def search_series(session: Session, project: Project, held: Iterable[Role], quer
                   study: str | None = None) -> list[dict[str, Any]]:
     """QIDO-RS ``/series`` (all studies, or one study's)."""
     groups: dict[str, list[ImagingInstance]] = {}
-    for row in _rows(session, project, held, study=study):
+    for row in _rows(session, project, held, study=study, query=query, level="series"):
         groups.setdefault(row.series_instance_uid, []).append(row)
     out = []
     for uid, rows in groups.items():
@@ -154,7 +173,7 @@ def search_instances(session: Session, project: Project, held: Iterable[Role], q
                      series: str | None = None) -> list[dict[str, Any]]:
     """QIDO-RS ``/instances`` (all, a study's, or a series')."""
     out = []
-    for row in _rows(session, project, held, study=study, series=series):
+    for row in _rows(session, project, held, study=study, series=series, query=query):
         if dw.matches(row.qido, query.match):
             out.append(_with_includes(dict(row.qido), row.qido, query))
     return _page(out, query)
