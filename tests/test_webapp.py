@@ -112,6 +112,28 @@ def test_demo_logins_sign_in_for_every_role(tmp_path: Path) -> None:
             {"project": m["project"], "role": m["role"]} for m in me["memberships"]]
     audit_text = client.get("/api/v1/audit/events?limit=500")
     assert all(x.password not in audit_text.text for x in logins)
-    # Readers the demo simulated keep reading in the project (now as members).
-    eli = [m for m in demo_logins(workspace, "demo")]  # idempotent: run twice
-    assert len(eli) == len(logins)
+    again = demo_logins(workspace, "demo")  # a second run: new passwords, same accounts
+    assert [x.username for x in again] == [x.username for x in logins]
+
+
+def test_demo_browser_projects_leave_work_to_do(tmp_path: Path) -> None:
+    from truthset.demo_web import add_browser_projects
+    from truthset.workflow import queue
+    from truthset.workspace import projects, users
+
+    workspace = Workspace.init(tmp_path / "ws", database_url=f"sqlite:///{tmp_path / 'db'}")
+    assert add_browser_projects(workspace) == ["lesions", "findings"]
+    client = TestClient(create_app(workspace))
+    with workspace.unit("test") as s:
+        project = projects.get_project(s, "findings")
+        task = queue.next_task(s, project, users.get_user(s, "ana")).task
+        assert task is not None and task.stage == "annotate"
+    with workspace.unit("test") as s:
+        from truthset.auth import tokens
+
+        secret = tokens.create_token(s, users.get_user(s, "max"), name="t").secret
+    headers = {"Authorization": f"Bearer {secret}"}
+    for key in ("lesions", "findings"):
+        items = client.get(f"/api/v1/projects/{key}/items", headers=headers).json()["items"]
+        assert len(items) == 3
+        assert all(m["media_type"] == "application/dicom" for i in items for m in i["media"])

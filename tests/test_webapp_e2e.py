@@ -25,6 +25,7 @@ from webapp_support import (
     CONSENSUS_POLICY,
     PASSWORD,
     REVIEW_POLICY,
+    add_series_project,
     add_workflow_project,
     build_box_project,
     live_server,
@@ -54,6 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     workspace = build_box_project(tmp_path_factory.mktemp("e2e"))
     items = {key: add_workflow_project(workspace, key=key, policy=policy)
              for key, policy in (("findings", CONSENSUS_POLICY), ("triage", REVIEW_POLICY))}
+    items["volumes"] = add_series_project(workspace)
     with workspace, live_server(workspace) as live:
         live.items = items  # type: ignore[attr-defined]
         yield live
@@ -291,3 +293,25 @@ def test_sign_in_page_tells_wrong_passwords_plainly(browser: Any, server: Any) -
     page.click("#sign-in")
     page.wait_for_selector(".form-error:has-text('Wrong user name or password')")
     context.close()
+
+
+def test_series_scrolls_and_opens_in_three_planes(browser: Any, server: Any) -> None:
+    page = sign_in(browser, server, "ben", "/annotate?project=volumes")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    assert "Image 1 / 12" in page.inner_text(".viewer-status")
+    for _ in range(3):
+        page.keyboard.press("ArrowDown")
+    page.wait_for_selector(".viewer-status:has-text('Image 4 / 12')", timeout=5000)
+    page.keyboard.press("v")
+    page.wait_for_selector("#viewer[data-mpr='1']", timeout=20000)
+    planes = page.locator("#mpr-views .mpr-view")
+    assert planes.count() == 3
+    assert sorted(planes.evaluate_all("els => els.map(e => e.dataset.plane)")) == [
+        "axial", "coronal", "sagittal"]
+    assert planes.locator("canvas").count() >= 3
+    page.wait_for_timeout(500)
+    shot(page, "mpr")
+    page.keyboard.press("v")
+    assert page.locator("#mpr-views").count() == 0
+    assert not page.errors
+    page.context.close()

@@ -6,6 +6,7 @@ downloaded browser). They skip when either is missing.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -19,67 +20,18 @@ from typing import Any
 
 import pytest
 
+from truthset.demo_web import (
+    BOX_SCHEMA,
+    CONSENSUS_POLICY,
+    FINDINGS_SCHEMA,
+    GUIDELINE,
+    REVIEW_POLICY,
+)
+
+__all__ = ["BOX_SCHEMA", "CONSENSUS_POLICY", "FINDINGS_SCHEMA", "GUIDELINE", "REVIEW_POLICY"]
+
 #: Password of every test user.
 PASSWORD = "correct horse battery staple"
-
-BOX_SCHEMA = """\
-name: lung lesions
-kind: box
-description: Outline every lesion with a box (and paint it when the guideline asks).
-classes:
-  - name: nodule
-    definition: Round opacity up to 30 mm.
-    risk: high
-  - name: mass
-    definition: Opacity larger than 30 mm.
-    risk: high
-  - name: artefact
-    definition: Not anatomy; explain in the reason.
-    risk: low
-"""
-
-GUIDELINE = """\
-# Marking lung lesions
-
-- Draw a **box** tight around each lesion.
-- Paint the lesion with the **brush** when its edge is clear.
-- When torn between *nodule* and *mass*, measure: over 30 mm is a mass.
-"""
-
-
-FINDINGS_SCHEMA = """\
-name: finding
-kind: classification
-mode: single
-description: The main finding on the image.
-classes:
-  - name: normal
-    definition: Nothing to report.
-    risk: low
-  - name: nodule
-    definition: Round opacity up to 30 mm.
-    risk: high
-  - name: mass
-    definition: Opacity over 30 mm.
-    risk: high
-"""
-
-#: Two blinded readers; any disagreement goes to a tier-3 adjudicator.
-CONSENSUS_POLICY = """\
-policy:
-  workflow: consensus
-  method: mv
-  k: 2
-  min_agreement: 1.0
-  target: 0.9
-"""
-
-#: One reader, every read reviewed by a tier-2 reader.
-REVIEW_POLICY = """\
-policy:
-  workflow: single_review
-  review_rate: {low: 1.0, medium: 1.0, high: 1.0}
-"""
 
 PEOPLE = (("ana", "annotator", 1), ("ben", "annotator", 1), ("rita", "reviewer", 2),
           ("sam", "adjudicator", 3), ("max", "manager", 2), ("audrey", "auditor", 1))
@@ -196,5 +148,60 @@ def add_workflow_project(workspace: Any, *, key: str, policy: str) -> int:
         assert report.ingested, report.refused
         policies.set_policy(s, project, policy, source="test policy")
         queue.enqueue(s, project, None)
+        item = s.query(Item).filter(Item.project_id == project.id).one()
+        return int(item.id)
+
+
+def series_sources(n_slices: int = 12, size: int = 64) -> list[Any]:
+    """A synthetic CT series (a bright ball in a dim box), ``n_slices`` axial slices 2 mm apart,
+    as import sources: enough geometry for the three-plane (MPR) view."""
+    import numpy as np
+    import pydicom.examples
+    from pydicom.uid import generate_uid
+
+    from truthset.workspace.medical import Source
+
+    template = pydicom.examples.ct
+    series, study = generate_uid(), generate_uid()
+    z, y, x = np.mgrid[0:n_slices, 0:size, 0:size]
+    centre = size / 2
+    ball = (x - centre) ** 2 + (y - centre) ** 2 + ((z - n_slices / 2) * 4) ** 2 < (size / 3) ** 2
+    volume = (ball * 1000 + 100).astype(np.int16)
+    out = []
+    for k in range(n_slices):
+        ds = template.copy()
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.SeriesInstanceUID, ds.StudyInstanceUID = series, study
+        ds.InstanceNumber = k + 1
+        ds.Rows = ds.Columns = size
+        ds.PixelSpacing = [1.0, 1.0]
+        ds.SliceThickness = 2.0
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0.0, 0.0, 2.0 * k]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = volume[k].tobytes()
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append(Source(name=f"slice{k:02d}.dcm", data=buffer.getvalue()))
+    return out
+
+
+def add_series_project(workspace: Any, *, key: str = "volumes") -> int:
+    """A box-schema project holding one synthetic CT series (see :func:`series_sources`);
+    returns the item id."""
+    from truthset.auth.memberships import add_member
+    from truthset.store.models import Item
+    from truthset.workspace import projects, users
+    from truthset.workspace.medical import ingest_medical
+
+    with workspace.unit("test") as s:
+        project = projects.create_project(s, key=key, name="Volumes (test)",
+                                          schema_text=BOX_SCHEMA, guideline_text=GUIDELINE)
+        for name, role, _tier in PEOPLE:
+            add_member(s, project, users.get_user(s, name), role)
+        report = ingest_medical(s, workspace.blobs, workspace.vault, project, series_sources())
+        assert report.ingested, report.refused
         item = s.query(Item).filter(Item.project_id == project.id).one()
         return int(item.id)

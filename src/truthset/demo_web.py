@@ -1,15 +1,21 @@
-"""Sign-in accounts for the demo in the browser (``truthset demo --serve``).
+"""The demo in the browser (``truthset demo --serve``): sign-ins and work left to do.
 
 :func:`demo_logins` gives one demo user of each role a fresh random password (printed once by
 the command, stored only as an argon2id hash; the change is audited with the hash redacted) and
 makes every demo user a member of the demo project in their own role, so the web application
 shows each of them the pages of that role. Nothing about the simulated reads changes.
+
+:func:`add_browser_projects` adds two small projects on pydicom's example DICOM images (CT, MR,
+JPEG 2000; de-identified on import) with nothing labelled yet, so a newcomer can draw boxes and
+masks (``lesions``, outside the workflow) and walk an item through two blinded reads and an
+adjudication (``findings``, the workflow with two readers).
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -17,8 +23,71 @@ from truthset.auth.memberships import add_member, roles_in
 from truthset.auth.passwords import hash_password
 from truthset.domain.roles import Role
 from truthset.store.models import User
+from truthset.workflow import policies, queue
 from truthset.workspace import projects, users
+from truthset.workspace.medical import Source, ingest_medical
 from truthset.workspace.workspace import Workspace
+
+#: A geometric schema (outside the workflow: labelled item by item).
+BOX_SCHEMA = """\
+name: lung lesions
+kind: box
+description: Outline every lesion with a box (and paint it when the guideline asks).
+classes:
+  - name: nodule
+    definition: Round opacity up to 30 mm.
+    risk: high
+  - name: mass
+    definition: Opacity larger than 30 mm.
+    risk: high
+  - name: artefact
+    definition: Not anatomy; explain in the reason.
+    risk: low
+"""
+
+GUIDELINE = """\
+# Marking lung lesions
+
+- Draw a **box** tight around each lesion.
+- Paint the lesion with the **brush** when its edge is clear.
+- When torn between *nodule* and *mass*, measure: over 30 mm is a mass.
+"""
+
+#: A classification schema the workflow runs.
+FINDINGS_SCHEMA = """\
+name: finding
+kind: classification
+mode: single
+description: The main finding on the image.
+classes:
+  - name: normal
+    definition: Nothing to report.
+    risk: low
+  - name: nodule
+    definition: Round opacity up to 30 mm.
+    risk: high
+  - name: mass
+    definition: Opacity over 30 mm.
+    risk: high
+"""
+
+#: Two blinded readers; any disagreement goes to a tier-3 adjudicator.
+CONSENSUS_POLICY = """\
+policy:
+  workflow: consensus
+  method: mv
+  k: 2
+  min_agreement: 1.0
+  target: 0.9
+"""
+
+#: One reader, every read reviewed by a tier-2 reader.
+REVIEW_POLICY = """\
+policy:
+  workflow: single_review
+  review_rate: {low: 1.0, medium: 1.0, high: 1.0}
+"""
+
 
 #: One sign-in per role: user name, role, tier, display name (made when the demo lacks them).
 DEMO_ACCOUNTS: tuple[tuple[str, str, int, str], ...] = (
@@ -64,3 +133,39 @@ def demo_logins(workspace: Workspace, project_key: str, *, actor: str = "demo") 
             if Role(user.role) not in roles_in(session, user.id, project.id):
                 add_member(session, project, user, user.role)
     return logins
+
+
+#: The example DICOM files (from pydicom) the browser projects use.
+EXAMPLE_IMAGES = ("ct", "mr", "jpeg2k")
+
+
+def add_browser_projects(workspace: Workspace, *, actor: str = "demo") -> list[str]:
+    """Add the ``lesions`` and ``findings`` projects (see the module docstring) with every
+    :data:`DEMO_ACCOUNTS` user as a member in their role; return their keys."""
+    import pydicom.examples
+
+    files = [Path(str(pydicom.examples.get_path(name))) for name in EXAMPLE_IMAGES]
+    made = []
+    with workspace.unit(actor) as session:
+        accounts = []
+        for name, role, tier, display in DEMO_ACCOUNTS:
+            user = session.scalar(select(User).where(User.username == name))
+            if user is None:
+                user = users.add_user(session, username=name, role=role, tier=tier,
+                                      display_name=display)
+            accounts.append((user, role))
+        for key, name, schema, policy in (
+                ("lesions", "Lung lesions: boxes and masks (demo)", BOX_SCHEMA, None),
+                ("findings", "Main finding, two readers + adjudication (demo)", FINDINGS_SCHEMA,
+                 CONSENSUS_POLICY)):
+            project = projects.create_project(session, key=key, name=name, schema_text=schema,
+                                              schema_source="demo", guideline_text=GUIDELINE)
+            for user, role in accounts:
+                add_member(session, project, user, role)
+            ingest_medical(session, workspace.blobs, workspace.vault, project,
+                           [Source(name=f.name, data=f.read_bytes()) for f in files])
+            if policy is not None:
+                policies.set_policy(session, project, policy, source="demo policy")
+                queue.enqueue(session, project, None)
+            made.append(key)
+    return made

@@ -38,11 +38,14 @@ let projects: Project[] = [];
 let cleanup: Cleanup;
 const PROJECT_KEY = 'truthset.project';
 
-/** Go to `path` (pushes history) and render it. */
+let generation = 0;
+
+/** Go to `path` (pushes history) and render it (after the current call stack, so a page may
+ * navigate while it renders). */
 export function navigate(path: string, replace = false): void {
   if (replace) history.replaceState(null, '', path);
   else history.pushState(null, '', path);
-  void render();
+  setTimeout(() => void render(), 0);
 }
 
 function currentProject(params: URLSearchParams): string | null {
@@ -121,6 +124,7 @@ function shell(path: string, ctx: PageCtx): HTMLElement {
 }
 
 async function render(): Promise<void> {
+  const mine = ++generation;
   if (typeof cleanup === 'function') cleanup();
   cleanup = undefined;
   const app = document.getElementById('app')!;
@@ -140,9 +144,11 @@ async function render(): Promise<void> {
     return;
   }
   if (!me && !(await loadMe().catch((err) => (fail(err), false)))) {
+    if (mine !== generation) return;
     navigate(`/login?next=${encodeURIComponent(url.pathname + url.search)}`, true);
     return;
   }
+  if (mine !== generation) return;
   const project = currentProject(url.searchParams);
   const ctx: PageCtx = { me: me!, project, projects, params: url.searchParams, roles: rolesIn(project) };
   if (!ROUTES[path]) {
@@ -158,9 +164,15 @@ async function render(): Promise<void> {
     return;
   }
   try {
-    cleanup = await route.page(main, ctx);
+    const done = await route.page(main, ctx);
+    // A newer render (a navigation while this page loaded) owns the screen now.
+    if (mine !== generation) {
+      if (typeof done === 'function') done();
+    } else {
+      cleanup = done;
+    }
   } catch (err) {
-    fail(err);
+    if (mine === generation) fail(err);
   }
 }
 

@@ -624,3 +624,65 @@ function hexRgb(color: string): [number, number, number] {
   const v = parseInt(color.slice(1), 16);
   return [(v >> 16) & 255, (v >> 8) & 255, v & 255];
 }
+
+/** Three orthographic views (axial, sagittal, coronal) of a DICOM series, read-only. */
+export class MprView {
+  private viewportIds: string[] = [];
+  private volumeId = '';
+  private group: NonNullable<ReturnType<typeof cst.ToolGroupManager.createToolGroup>> | null = null;
+
+  constructor(readonly host: HTMLElement) {
+    host.classList.add('mpr');
+  }
+
+  /** Build the volume from `imageIds` (a series with positions) and show the three planes. */
+  async load(imageIds: string[]): Promise<void> {
+    await initImaging();
+    const n = ++counter;
+    for (const id of imageIds) await cs.imageLoader.loadAndCacheImage(id); // metadata first
+    this.volumeId = `cornerstoneStreamingImageVolume:truthset-mpr-${n}`;
+    const volume = await cs.volumeLoader.createAndCacheVolume(this.volumeId, { imageIds });
+    const axes = [
+      ['axial', cs.Enums.OrientationAxis.AXIAL],
+      ['sagittal', cs.Enums.OrientationAxis.SAGITTAL],
+      ['coronal', cs.Enums.OrientationAxis.CORONAL],
+    ] as const;
+    const group = cst.ToolGroupManager.createToolGroup(`tg-mpr-${n}`);
+    if (!group) throw new Error('could not create a tool group');
+    this.group = group;
+    for (const tool of [cst.WindowLevelTool, cst.PanTool, cst.ZoomTool, cst.StackScrollTool]) group.addTool(tool.toolName);
+    for (const [name, orientation] of axes) {
+      const element = document.createElement('div');
+      element.className = 'mpr-view';
+      element.dataset.plane = name;
+      element.oncontextmenu = (e) => e.preventDefault();
+      this.host.append(element);
+      const viewportId = `mpr-${n}-${name}`;
+      engine!.enableElement({
+        viewportId, element, type: cs.Enums.ViewportType.ORTHOGRAPHIC,
+        defaultOptions: { orientation, background: [0, 0, 0] as cs.Types.Point3 },
+      });
+      group.addViewport(viewportId, 'truthset');
+      this.viewportIds.push(viewportId);
+    }
+    group.setToolActive(cst.WindowLevelTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
+    group.setToolActive(cst.PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
+    group.setToolActive(cst.ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
+    group.setToolActive(cst.StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+    volume.load();
+    await cs.setVolumesForViewports(engine!, [{ volumeId: this.volumeId }], this.viewportIds);
+    engine!.renderViewports(this.viewportIds);
+  }
+
+  /** Free the views, the tool group and the volume. */
+  destroy(): void {
+    try {
+      if (this.group) cst.ToolGroupManager.destroyToolGroup(this.group.id);
+      for (const id of this.viewportIds) engine?.disableElement(id);
+      if (this.volumeId) cs.cache.removeVolumeLoadObject(this.volumeId);
+    } catch {
+      /* already gone */
+    }
+    this.host.replaceChildren();
+  }
+}

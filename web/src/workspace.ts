@@ -4,7 +4,7 @@
 import { all, get, type Guideline, type Item, type Payload, type Schema, type SchemaDef, type Shape } from './api';
 import { dropDraft, loadDraft, saveDraft } from './drafts';
 import { fmtDuration, h, markdown, notify, typing } from './ui';
-import { PRESETS, Viewer, imageIdsFor, type Overlay, type ToolName } from './viewer';
+import { MprView, PRESETS, Viewer, imageIdsFor, type Overlay, type ToolName } from './viewer';
 
 export interface ProjectRules {
   schema: Schema;
@@ -133,7 +133,31 @@ export async function mountWorkspace(root: HTMLElement, o: WorkspaceOptions): Pr
 
   // -- viewer ---------------------------------------------------------------------------------
   const viewer = new Viewer(viewerHost, { editable, classes });
-  await viewer.load(imageIdsFor(o.project, o.item));
+  const itemIds = imageIdsFor(o.project, o.item);
+  await viewer.load(itemIds);
+  // A DICOM series of three or more slices can be shown as three orthogonal planes.
+  const dicomSeries = itemIds.filter((id) => id.startsWith('wadouri:'));
+  let mpr: MprView | null = null;
+  const toggleMpr = async () => {
+    if (mpr) {
+      mpr.destroy();
+      mpr.host.remove();
+      mpr = null;
+      return;
+    }
+    const box = h('div.mpr-host#mpr-views');
+    viewerHost.append(box);
+    mpr = new MprView(box);
+    try {
+      await mpr.load(dicomSeries);
+      viewerHost.dataset.mpr = '1';
+    } catch (err) {
+      notify(`Cannot show this series in three planes: ${String(err)}`, 'error');
+      mpr.destroy();
+      box.remove();
+      mpr = null;
+    }
+  };
   const overlays = [...(o.overlays ?? [])];
   if (readOnlyPolygons.length && editable) overlays.push({ name: 'draft', color: '#ffffff', shapes: readOnlyPolygons });
   viewer.setOverlays(overlays);
@@ -181,7 +205,8 @@ export async function mountWorkspace(root: HTMLElement, o: WorkspaceOptions): Pr
     ...PRESETS.map(([label, key, ww, wc]) => h('button', { onclick: () => viewer.setWindow(ww, wc), title: `W ${ww} / C ${wc} (Shift+${key})` }, label)),
     h('button', { onclick: () => viewer.reset(), title: 'Reset (R)' }, 'Reset'),
     h('button', { onclick: () => viewer.invert(), title: 'Invert (I)' }, 'Invert'),
-    ...(viewer.imageIds.length > 1 ? [h('button#cine', { onclick: () => viewer.toggleCine(), title: 'Cine (Space)' }, 'Cine')] : []));
+    ...(viewer.imageIds.length > 1 ? [h('button#cine', { onclick: () => viewer.toggleCine(), title: 'Cine (Space)' }, 'Cine')] : []),
+    ...(dicomSeries.length >= 3 ? [h('button#mpr', { onclick: () => void toggleMpr(), title: 'Axial / sagittal / coronal views of the series (V)' }, 'MPR')] : []));
   renderClasses();
   setTool(editable && toolsFor(def).length ? toolsFor(def)[0] : 'wl');
 
@@ -238,6 +263,8 @@ export async function mountWorkspace(root: HTMLElement, o: WorkspaceOptions): Pr
       viewer.toggleCine();
     } else if (e.key === 'z' && (e.ctrlKey || e.metaKey)) {
       if (editable) viewer.clear();
+    } else if (e.key === 'v' && dicomSeries.length >= 3) {
+      void toggleMpr();
     } else if (e.key === 'r') {
       viewer.reset();
     } else if (e.key === 'i') {
@@ -288,6 +315,7 @@ export async function mountWorkspace(root: HTMLElement, o: WorkspaceOptions): Pr
       clearTimeout(saveTimer);
       window.removeEventListener('beforeunload', keepOnUnload);
       document.removeEventListener('keydown', onKey);
+      mpr?.destroy();
       viewer.destroy();
       layout.remove();
     },

@@ -95,16 +95,20 @@ def _serve_demo(folder: Path, host: str, port: int) -> None:
     import uvicorn
 
     from truthset.demo import PROJECT_KEY
-    from truthset.demo_web import demo_logins
+    from truthset.demo_web import add_browser_projects, demo_logins
     from truthset.workspace.workspace import ENV_WORKSPACE, Workspace
 
     with Workspace.open(folder) as workspace:
+        extra = add_browser_projects(workspace)
         logins = demo_logins(workspace, PROJECT_KEY)
     table = Table("role", "user name", "password", title="Sign in as (passwords made for this run)")
     for login in logins:
         table.add_row(login.role, login.username, login.password)
     console.print()
     console.print(table)
+    console.print(f"Projects: {PROJECT_KEY} (the demo above), " + ", ".join(extra)
+                  + " (DICOM, nothing labelled yet: draw boxes and masks in lesions; in findings "
+                  "sign in as ana and ben, disagree, then settle it as sam).")
     console.print(f"[bold]Open http://{host}:{port}/[/] (API docs at /docs). Ctrl+C stops it.")
     os.environ[ENV_WORKSPACE] = str(folder.resolve())
     uvicorn.run("truthset.api.app:create_app_from_env", factory=True, host=host, port=port,

@@ -60,7 +60,7 @@ export async function adjudicatePage(root: HTMLElement, ctx: PageCtx): Promise<C
     clear();
     await renderEscalations().catch(fail);
     if (task && task.stage !== 'adjudicate') {
-      navigate(`/${task.stage === 'annotate' ? 'annotate' : 'review'}?project=${project}`, true);
+      navigate(`/${task.stage === 'review' ? 'review' : 'annotate'}?project=${project}`, true);
       return;
     }
     if (!task) {

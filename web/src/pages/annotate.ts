@@ -38,7 +38,7 @@ export async function annotatePage(root: HTMLElement, ctx: PageCtx): Promise<Cle
     ws = null;
     host.replaceChildren();
     delete host.dataset.ready;
-    if (task && task.stage !== 'annotate') {
+    if (task && task.stage !== 'annotate' && task.stage !== 'calibrate') {
       // The workflow's best task for you is a review or an adjudication.
       navigate(`/${task.stage === 'review' ? 'review' : 'adjudicate'}?project=${project}`, true);
       return;
@@ -70,6 +70,7 @@ export async function annotatePage(root: HTMLElement, ctx: PageCtx): Promise<Cle
       draftHint,
       h('div.row', null, submit, skip, flag));
     const initial: Payload | null = previous?.payload ?? (task.context?.draft ? { label: task.context.draft.label } : null);
+    if (task.stage === 'calibrate') actions.prepend(h('p.muted#calibration', null, 'Calibration: your first items have a known answer; your score decides whether you join the queue.'));
     ws = await mountWorkspace(host, { project, user: ctx.me.user.username, item, stage: 'annotate', rules, initial, actions });
     host.dataset.ready = '1';
     host.dataset.item = String(item.id);

@@ -30,7 +30,7 @@ export async function reviewPage(root: HTMLElement, ctx: PageCtx): Promise<Clean
     host.replaceChildren();
     delete host.dataset.ready;
     if (task && task.stage !== 'review') {
-      navigate(`/${task.stage === 'annotate' ? 'annotate' : 'adjudicate'}?project=${project}`, true);
+      navigate(`/${task.stage === 'adjudicate' ? 'adjudicate' : 'annotate'}?project=${project}`, true);
       return;
     }
     if (!task) {
