@@ -61,7 +61,8 @@ def test_every_json_route_names_the_field_of_a_bad_body_and_writes_nothing(
     ops = _json_operations(c.get("/openapi.json").json())
     assert len(ops) >= 10
     values = {"key": "alpha", "item_id": seeded.items["alpha"][0], "username": "annotator",
-              "token_id": 1, "version": 1, "index": 0, "role": "reviewer"}
+              "token_id": 1, "version": 1, "index": 0, "role": "reviewer",
+              "class_name": "effusion"}
     h = {**bearer(seeded.tokens["root"]), "Content-Type": "application/json",
          "If-Match": "*"}
     before = _head(workspace)

@@ -307,7 +307,8 @@ def _worker(ws: Workspace) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TRUTHSET_JOBS_BACKEND": "procrastinate"}
     return subprocess.run(
         [sys.executable, "-m", "truthset.cli.main", "jobs", "worker", "--once",
-         "--workspace", str(ws.root)], env=env, capture_output=True, text=True, timeout=120)
+         "--workspace", str(ws.root)], env=env, capture_output=True, text=True, timeout=120,
+        cwd=ws.root)
 
 
 def test_procrastinate_worker_process_runs_the_queue(pg_workspace: Workspace, tmp_path: Path,
