@@ -49,12 +49,11 @@ class _MaceProblem:
     """The sparse design of one MACE fit and its E-step.
 
     Every parameter the E-step needs depends on a label row only through its (reader, label)
-    pair, so the E-step works on ``readers × classes`` tables and two sparse count matrices:
-    ``item_pair`` (items × (reader, label) pairs) and ``item_class_pair`` ((class, item) ×
-    (reader, label) pairs, nonzero only where the class is the label). Each E-step is then a
-    handful of sparse matrix-vector products. Class-major rows make the item × class × restart
-    arrays ``class × item × restart`` in memory, so the reductions over classes are element-wise
-    passes over contiguous blocks.
+    pair, so the E-step works on ``readers × classes`` tables and a sparse count matrix
+    ``item_class_pair`` ((class, item) × (reader, label) pairs, nonzero only where the class is
+    the label) and its transpose. Each E-step is then two sparse matrix products. Class-major
+    rows make the item × class × restart arrays ``class × item × restart`` in memory, so the
+    reductions over classes are element-wise passes over contiguous blocks.
     """
 
     def __init__(self, encoded: EncodedLabels, gold: np.ndarray) -> None:
@@ -67,7 +66,6 @@ class _MaceProblem:
         self.n_classes = k = encoded.n_classes
         pair = annotators * k + labels
         ones = np.ones(len(items))
-        self.item_pair = sparse.csr_matrix((ones, (items, pair)), shape=(n, m * k))
         self.item_class_pair = sparse.csr_matrix(
             (ones, (labels * n + items, pair)), shape=(k * n, m * k)
         )
@@ -106,9 +104,11 @@ class _MaceProblem:
         match_term = spam_term + know[:, None, :]
         log_spam = np.log(spam_term)
         log_ratio = (np.log(match_term) - log_spam).reshape(-1, r)
-        # class × item × restart
+        # class × item × restart. The log-likelihood of an item's labels under truth c is
+        # sum(log_spam) over its labels (the same for every c, so it cancels in the posterior
+        # and is added to the marginal likelihood below in closed form) plus log_ratio over the
+        # labels equal to c.
         logits = np.asarray(self.item_class_pair @ log_ratio).reshape(k, n, r)
-        logits += np.asarray(self.item_pair @ log_spam.reshape(-1, r))[None, :, :] - np.log(k)
         if len(self.gold_rows):
             gold_logits = logits[self.gold_classes, self.gold_rows, :]
             logits[:, self.gold_rows] = -np.inf
@@ -120,6 +120,7 @@ class _MaceProblem:
         total = posterior.sum(axis=0)
         posterior /= total
         log_likelihood = (np.log(total) + top).sum(axis=0)
+        log_likelihood += self.pair_counts.reshape(-1) @ log_spam.reshape(-1, r) - n * np.log(k)
         # P(spamming on a label y | data) = 1 - P(truth = y) * (1 - spam / match); summed per
         # (reader, label) pair that is n_jy - (1 - spam / match) * sum of P(truth = y).
         own = np.asarray(self.pair_item_class @ posterior.reshape(k * n, r)).reshape(theta.shape)
