@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import select, update
@@ -313,3 +314,71 @@ def test_release_of_a_project_run_through_the_workflow_queue(
     assert [r["reader"] for r in adjudicated.provenance["reads"]] == ["ann", "bob"]
     assert rows["x0.png"].label_source == "consensus"
     assert rows["x0.png"].provenance["consensus"]["method"] == "mv"
+
+
+def test_geometry_checks_and_imaging_exports_of_a_release(tmp_path: Path) -> None:
+    """Boxes outside the image fail the export check (item excluded with the reason); the
+    release's boxes export as COCO and DICOM SR, its masks as DICOM SEG and NIfTI."""
+    import pydicom
+
+    from test_imaging_helpers import make_series
+    from truthset.prelabel.output import encode_mask
+    from truthset.release.export import export_release
+    from truthset.store.models import Item, Review
+    from truthset.workflow.annotations import record_annotation
+    from truthset.workspace import imports, users
+
+    ws = Workspace.init(tmp_path / "ws", database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    series = [make_series(tmp_path / "s1", slices=2)[0],
+              make_series(tmp_path / "s2", slices=2, base="MR_small.dcm")[0]]
+    schema = ("name: lesions\nkind: {kind}\nclasses:\n  - {{name: tumour}}\n"
+              "  - {{name: cyst}}\n")
+    with ws, ws.unit("lead") as s:
+        reader = users.add_user(s, username="dr-a", role="annotator")
+        checker = users.add_user(s, username="dr-b", role="reviewer", tier=2)
+        made = {}
+        for kind in ("box", "mask"):
+            project = projects.create_project(s, key=kind, name=kind,
+                                              schema_text=schema.format(kind=kind))
+            for paths in series:
+                imports.import_items(s, ws.blobs, project, paths, vault=ws.vault)
+            made[kind] = project
+        rows = [int(pydicom.dcmread(paths[0]).Rows) for paths in series]
+        cols = [int(pydicom.dcmread(paths[0]).Columns) for paths in series]
+        boxes = {0: [{"label": "tumour", "box": [10, 20, 40, 50], "slice": 0}],
+                 1: [{"label": "cyst", "box": [10, 20, cols[1] + 5, 50], "slice": 0}]}
+        mask = np.zeros((2, rows[0], cols[0]), dtype=bool)
+        mask[0, 5:9, 5:9] = True
+        for kind, project in made.items():
+            items = s.scalars(select(Item).where(Item.project_id == project.id)
+                              .order_by(Item.id)).all()
+            assert len(items) == 2
+            for k, item in enumerate(items):
+                payload = ({"objects": boxes[k]} if kind == "box" else
+                           {"objects": [{"label": "tumour", "mask": encode_mask(
+                               mask if k == 0 else mask[:1])}]})
+                row = record_annotation(s, project, item=item, author=reader, payload=payload)
+                s.add(Review(project_id=project.id, annotation_id=row.id,
+                             reviewer_id=checker.id, decision="accept"))
+        s.flush()
+        box_release = service.create_release(s, made["box"], ws.blobs, name="v1", actor="lead",
+                                             fractions={"train": 0.5, "test": 0.5})
+        box_rows = sorted(service.release_items(s, box_release), key=lambda r: r.item_id)
+        mask_release = service.create_release(s, made["mask"], ws.blobs, name="v1",
+                                              actor="lead", fractions={"train": 0.5,
+                                                                       "test": 0.5})
+        mask_rows = sorted(service.release_items(s, mask_release), key=lambda r: r.item_id)
+        assert [r.included for r in box_rows] == [True, False]
+        assert "outside the image" in box_rows[1].reason
+        assert not box_release.checks["geometry_in_bounds"]["ok"]
+        assert [r.included for r in mask_rows] == [True, False]
+        assert "mask shape" in mask_rows[1].reason
+        coco_files = export_release(s, box_release, tmp_path / "coco",
+                                    formats=["coco", "dicom-sr"], blobs=ws.blobs)
+        seg_files = export_release(s, mask_release, tmp_path / "seg",
+                                   formats=["dicom-seg", "nifti"], blobs=ws.blobs)
+    names = sorted(p.name for p in coco_files)
+    assert any(n.startswith("coco_") for n in names) and any(n.endswith("_sr.dcm") for n in names)
+    coco = json.loads(next(p for p in coco_files if p.name.startswith("coco_")).read_text())
+    assert coco["annotations"][0]["bbox"] == [10.0, 20.0, 30.0, 30.0]
+    assert sorted(p.name.split("_", 1)[1] for p in seg_files) == ["labels.nii.gz", "seg.dcm"]

@@ -281,7 +281,8 @@ def export_cmd(
     name: NameArg,
     folder: Annotated[Path, typer.Argument(help="Empty folder to write the export into.")],
     fmt: Annotated[list[str], typer.Option(
-        "--format", help="csv, parquet, coco, nifti (repeatable; default csv and parquet).")
+        "--format", help="csv, parquet, coco, nifti, dicom-seg, dicom-sr (repeatable; "
+                         "default csv and parquet).")
     ] = [],  # noqa: B006
     split: Annotated[list[str], typer.Option(
         "--split", help="Only these splits (repeatable; default all).")] = [],  # noqa: B006
@@ -296,7 +297,7 @@ def export_cmd(
         proj = projects.get_project(s, project)
         written = export.export_release(s, service.get_release(s, proj, name),
                                         folder, formats=fmt or ["csv", "parquet"],
-                                        splits=split or None)
+                                        splits=split or None, blobs=ws.blobs)
     for path in written:
         console.print(f"  wrote {path}")
     err_console.print(f"Exported release {name} ({len(written)} files)")

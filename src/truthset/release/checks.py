@@ -34,12 +34,12 @@ def label_problem(schema: LabelSchema, payload: Any) -> str | None:
 def _points(obj: Mapping[str, Any]) -> list[tuple[float, float]]:
     """The corner / vertex points of one geometric object, in pixels."""
     out: list[tuple[float, float]] = []
-    box = obj.get("box", obj.get("bbox"))
-    if isinstance(box, list | tuple) and len(box) == 4:
-        x, y, w, h = (float(v) for v in box)
-        if w < 0 or h < 0:
-            raise ValueError("a box has a negative width or height")
-        out += [(x, y), (x + w, y + h)]
+    box = obj.get("box")
+    if isinstance(box, list | tuple) and len(box) == 4:  # corners [x0, y0, x1, y1]
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if x1 < x0 or y1 < y0:
+            raise ValueError("a box's second corner lies before its first")
+        out += [(x0, y0), (x1, y1)]
     points = obj.get("points")
     if isinstance(points, list):
         out += [(float(p[0]), float(p[1])) for p in points]
@@ -54,12 +54,25 @@ def _points(obj: Mapping[str, Any]) -> list[tuple[float, float]]:
 
 
 def geometry_problem(schema: LabelSchema, payload: Any, size: tuple[int, int] | None) -> str | None:
-    """Why the geometry of ``payload`` is not inside an image of ``size`` = (width, height)."""
-    if schema.kind not in (SchemaKind.BOX, SchemaKind.POLYGON) or not isinstance(payload, dict):
+    """Why the geometry of ``payload`` is not inside an image of ``size`` = (width, height).
+
+    Boxes are corners ``[x0, y0, x1, y1]``, polygons ``points: [[x, y], ...]`` (or a flat
+    ``polygon``), in pixels; a mask's stored ``shape`` must end in (height, width).
+    """
+    kinds = (SchemaKind.BOX, SchemaKind.POLYGON, SchemaKind.MASK)
+    if schema.kind not in kinds or not isinstance(payload, dict):
         return None
     if size is None:
         return "geometry cannot be checked: the image size is unknown"
     width, height = size
+    if schema.kind == SchemaKind.MASK:
+        for k, obj in enumerate(payload.get("objects") or []):
+            shape = (obj.get("mask") or {}).get("shape") if isinstance(obj, dict) else None
+            if not isinstance(shape, list) or len(shape) < 2 or [int(v) for v in shape[-2:]] \
+                    != [height, width]:
+                return (f"object {k}: mask shape {shape} does not fit the image "
+                        f"({height} rows x {width} columns)")
+        return None
     for k, obj in enumerate(payload.get("objects") or []):
         try:
             pts = _points(obj)

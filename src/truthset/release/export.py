@@ -5,11 +5,12 @@ imaging formats of :mod:`truthset.imaging.export` that the release's schema can 
   consensus method, posterior, agreement, readers, reviewers, adjudicator and reason, rule
   versions, pre-label model, subgroups) and ``reads`` (one row per read behind each label);
 - ``coco``: box and polygon schemas, one COCO file per split, built by
-  :func:`truthset.imaging.export.coco_dataset`.
+  :func:`truthset.imaging.export.coco_dataset`;
+- ``nifti``, ``dicom-seg`` (mask schemas) and ``dicom-sr`` (box / polygon schemas) of DICOM
+  items, written under ``imaging/`` by :func:`truthset.workspace.imaging_export.export_imaging`
+  from the release's frozen final labels.
 
-Mask schemas (NIfTI label maps, DICOM SEG / SR) are not exported from releases yet: a request
-for them is refused with the reason. Every export is audited, and so is any access to the test
-split.
+Every export is audited, and so is any access to the test split.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from truthset import audit
 from truthset.domain.errors import InputError
 from truthset.release.render import LABEL_COLUMNS, READ_COLUMNS, label_rows, read_rows
 from truthset.release.service import load_content
-from truthset.store.models import Item, Release
+from truthset.store.blobs import BlobStore
+from truthset.store.models import Item, Project, Release
 
-FORMATS = ("csv", "parquet", "coco", "nifti", "dicom-seg", "dicom-sr")
+IMAGING_FORMATS = ("nifti", "dicom-seg", "dicom-sr")
+FORMATS = ("csv", "parquet", "coco", *IMAGING_FORMATS)
 
 
 def _tables(items: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -53,20 +56,23 @@ def _coco(session: Session, content: dict[str, Any], items: Sequence[dict[str, A
         for n, item in enumerate((i for i in items if str(i["split"]) == split), start=1):
             row = session.get(Item, item["item_id"])
             media = next((m for m in (row.media if row else []) or []
-                          if isinstance(m, dict) and m.get("width")), None)
+                          if isinstance(m, dict) and (m.get("width") or m.get("columns"))), None)
             if media is None:
                 raise InputError(f"item {item['external_id']!r} has no image size",
                                  field="media")
-            images.append(CocoImage(n, item["external_id"], int(media["width"]),
-                                    int(media["height"])))
+            images.append(CocoImage(n, item["external_id"],
+                                    int(media.get("width") or media["columns"]),
+                                    int(media.get("height") or media["rows"])))
             for obj in (item["final_label"] or {}).get("objects", []):
-                box = obj.get("box", obj.get("bbox"))
+                corners = obj.get("box")  # [x0, y0, x1, y1] -> COCO (x, y, width, height)
+                box = None if not corners else (
+                    float(corners[0]), float(corners[1]), float(corners[2]) - float(corners[0]),
+                    float(corners[3]) - float(corners[1]))
                 flat = obj.get("polygon")
                 if flat is None and isinstance(obj.get("points"), list):
                     flat = [float(c) for p in obj["points"] for c in p[:2]]
                 annotations.append(CocoAnnotation(
-                    image_id=n, category_id=by_name[obj["label"]],
-                    box=tuple(float(v) for v in box) if box else None,  # type: ignore[arg-type]
+                    image_id=n, category_id=by_name[obj["label"]], box=box,
                     polygon=tuple(float(v) for v in flat) if flat else None))
         path = folder / f"coco_{split}.json"
         path.write_text(json.dumps(coco_dataset(images, categories, annotations), indent=1),
@@ -82,8 +88,10 @@ def export_release(
     *,
     formats: Iterable[str] = ("csv", "parquet"),
     splits: Iterable[str] | None = None,
+    blobs: BlobStore | None = None,
 ) -> list[Path]:
     """Write the release in ``formats`` into an empty ``folder``; return the files written.
+    The imaging formats read the items' DICOM files from ``blobs``.
 
     Raises
     ------
@@ -107,12 +115,9 @@ def export_release(
         raise InputError(f"unknown split(s) {', '.join(bad)}; this release has "
                          f"{', '.join(present)}", field="split")
     items = [i for i in content["items"] if i["included"] and str(i["split"]) in chosen]
-    kind = content["rules"]["schema"]["definition"].get("kind")
-    for fmt in wanted:
-        if fmt in ("nifti", "dicom-seg", "dicom-sr"):
-            raise InputError(f"{fmt} export of releases needs mask or measurement labels on "
-                             f"DICOM/NIfTI items and is not available yet (schema kind "
-                             f"{kind!r}); use csv, parquet or coco", field="format")
+    imaging = [f for f in wanted if f in IMAGING_FORMATS]
+    if imaging and blobs is None:
+        raise InputError("imaging exports need the blob store", field="format")
     out.mkdir(parents=True, exist_ok=True)
     labels, reads = _tables(items)
     written: list[Path] = []
@@ -129,6 +134,15 @@ def export_release(
             written.append(path)
     if "coco" in wanted:
         written += _coco(session, content, items, out)
+    if imaging:
+        from truthset.workspace.imaging_export import export_imaging
+
+        assert blobs is not None
+        project = session.get(Project, release.project_id)
+        assert project is not None
+        result = export_imaging(session, blobs, project, out / "imaging", formats=imaging,
+                                payloads={i["item_id"]: i["final_label"] for i in items})
+        written += result.written
     audit.record(session, action="release.export", entity_type="releases", entity_id=release.id,
                  project_id=release.project_id,
                  after={"release": release.name, "formats": wanted, "splits": chosen,

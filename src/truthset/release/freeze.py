@@ -97,9 +97,13 @@ def core_label(payload: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _size(item: Item) -> tuple[int, int] | None:
+    """(width, height) of the item's images: raster ``width``/``height`` or DICOM
+    ``columns``/``rows``."""
     for media in item.media or []:
         if isinstance(media, dict) and media.get("width") and media.get("height"):
             return int(media["width"]), int(media["height"])
+        if isinstance(media, dict) and media.get("columns") and media.get("rows"):
+            return int(media["columns"]), int(media["rows"])
     return None
 
 

@@ -125,6 +125,7 @@ def _findings(payload: dict[str, Any], slices: int) -> list[Finding]:
 def export_imaging(
     session: Session, blobs: BlobStore, project: Project, folder: str | Path, *,
     formats: list[str], labels: str = "consensus",
+    payloads: dict[int, dict[str, Any]] | None = None,
 ) -> ImagingExport:
     """Write SEG / SR / NIfTI files of the project's labelled DICOM items into ``folder``
     (``<item id>_seg.dcm``, ``<item id>_sr.dcm``, ``<item id>_labels.nii.gz``).
@@ -136,6 +137,9 @@ def export_imaging(
         or polygons), a non-empty folder, or a malformed label (the item is named).
     NotFoundError
         ``labels`` names no user.
+
+    ``payloads`` (item id -> label payload), when given, replaces ``labels``: a release exports
+    its frozen final labels this way.
     """
     wanted = [f.strip().lower() for f in formats]
     unknown = [f for f in wanted if f not in FORMATS]
@@ -154,7 +158,10 @@ def export_imaging(
     if out.exists() and any(out.iterdir()):
         raise InputError("the export folder exists and is not empty", source=str(out))
     out.mkdir(parents=True, exist_ok=True)
-    payloads, observer = _labels(session, project, labels)
+    if payloads is None:
+        payloads, observer = _labels(session, project, labels)
+    else:  # given by the caller (a release's frozen final labels, by item id)
+        observer = "release"
     classes = list(schema.class_names)
     segments = [Segment(k, name) for k, name in enumerate(classes, start=1)]
     result = ImagingExport()
