@@ -4,6 +4,8 @@ project, expired credentials and replayed CSRF tokens on writes — each answere
 
 from __future__ import annotations
 
+import asyncio
+import re
 import socket
 import threading
 import time
@@ -67,7 +69,7 @@ def test_every_json_route_names_the_field_of_a_bad_body_and_writes_nothing(
          "If-Match": "*"}
     before = _head(workspace)
     for method, template in ops:
-        path = template.format(**{k: v for k, v in values.items() if f"{{{k}}}" in template})
+        path = re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), "1")), template)
         for body, field in ((b'{"name": "x",', "body"), (b"[1, 2, 3]", "body"),
                             (b'"text"', "body"), (b"\xff\xfe", "body")):
             r = c.request(method, path, content=body, headers=h)
@@ -266,3 +268,45 @@ def test_upload_limit_holds_for_chunked_bodies_on_a_real_server(workspace: Works
         # The server still answers after refusing.
         assert http.get("/healthz").status_code == 200
     assert _head(workspace) == before
+
+
+# --- concurrency cap ----------------------------------------------------------------------------
+def test_requests_over_the_concurrency_cap_queue_then_get_503() -> None:
+    """With one slot, a second request waits (holding no thread) and is answered 503 with
+    Retry-After once its wait passes; the health check is never held; the slot frees again."""
+    from truthset.api.limits import ConcurrencyLimitMiddleware
+
+    release = asyncio.Event()
+    inside = 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal inside
+        inside += 1
+        if scope["path"] == "/slow":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    gate = ConcurrencyLimitMiddleware(app, limit=1, queue_timeout=0.2)
+
+    async def call(path: str) -> int:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await gate({"type": "http", "path": path}, None, send)
+        return int(sent[0]["status"])
+
+    async def scenario() -> tuple[int, int, int, int]:
+        slow = asyncio.create_task(call("/slow"))
+        await asyncio.sleep(0.01)
+        queued = await call("/api/v1/projects")  # waits 0.2 s, then 503
+        health = await call("/healthz")          # exempt
+        release.set()
+        first = await slow
+        after = await call("/api/v1/projects")   # the slot is free again
+        return first, queued, health, after
+
+    assert asyncio.run(scenario()) == (200, 503, 200, 200)
+    assert inside == 3

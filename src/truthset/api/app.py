@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from truthset.api.deps import ApiSettings
 from truthset.api.errors import install_error_handlers
-from truthset.api.limits import BodyLimitMiddleware
+from truthset.api.limits import BodyLimitMiddleware, ConcurrencyLimitMiddleware
 from truthset.api.routes import audit, auth, items, jobs, projects, releases, tasks, users
 from truthset.api.routes.common import PREFIX
 from truthset.api.routes.dicomweb import router as dicomweb_router
@@ -56,7 +56,7 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
     app.state.settings = settings or ApiSettings()
     install_error_handlers(app)
     tasks.install_refusal_handler(app)
-    for module in (auth, users, projects, items, audit, releases, tasks, jobs):
+    for module in (auth, users, projects, items, audit, releases, jobs, tasks):
         app.include_router(module.router)
     app.include_router(dicomweb_router)
 
@@ -89,6 +89,8 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
         return response
 
     settings_now: ApiSettings = app.state.settings
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings_now.max_concurrency,
+                       queue_timeout=settings_now.queue_timeout_s)
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings_now.max_body_bytes,
@@ -104,6 +106,8 @@ def settings_from_env() -> ApiSettings:
     """Settings from ``TRUTHSET_*`` environment variables (OIDC when ``TRUTHSET_OIDC_ISSUER``
     is set, with ``_CLIENT_ID``, ``_CLIENT_SECRET``, ``_REDIRECT_URI``)."""
     settings = ApiSettings()
+    if os.environ.get("TRUTHSET_MAX_CONCURRENCY"):
+        settings.max_concurrency = int(os.environ["TRUTHSET_MAX_CONCURRENCY"])
     if os.environ.get("TRUTHSET_MAX_UPLOAD_MB"):
         settings.max_upload_bytes = int(os.environ["TRUTHSET_MAX_UPLOAD_MB"]) << 20
     secure = os.environ.get("TRUTHSET_SECURE_COOKIES")

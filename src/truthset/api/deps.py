@@ -50,6 +50,11 @@ class ApiSettings:
         Sign-in throttling limits.
     oidc:
         The OpenID Connect client, when SSO is configured.
+    max_concurrency:
+        Requests one server process works on at once (keep it below the database connection
+        pool, 5 + 10 by default); the rest queue without holding a thread or a connection.
+    queue_timeout_s:
+        How long a queued request waits for its turn before it is answered 503.
     """
 
     max_body_bytes: int = 1 << 20
@@ -59,6 +64,8 @@ class ApiSettings:
     session_lifetime: timedelta = sessions.DEFAULT_LIFETIME
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     oidc: OidcClient | None = None
+    max_concurrency: int = 12
+    queue_timeout_s: float = 30.0
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""Request body size limits, enforced while the body streams in (chunked bodies included)."""
+"""Request limits: body sizes, enforced while the body streams in (chunked bodies included), and
+how many requests one server process works on at once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -95,4 +97,55 @@ async def _refuse(send: Send, limit: int | None) -> None:
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(data)).encode()),
                             (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": data})
+
+
+class ConcurrencyLimitMiddleware:
+    """At most ``limit`` requests of this process are inside the application at once.
+
+    The routes are synchronous: each holds a worker thread and a database connection while it
+    runs. Without a cap, a burst larger than the connection pool fills every thread with
+    requests waiting for a connection, and the requests that hold one cannot get a thread to
+    finish on: throughput collapses until the pool's wait times out. Requests over the cap wait
+    here instead, in the event loop, holding neither; after ``queue_timeout`` seconds they are
+    answered 503 with ``Retry-After``. ``exempt`` paths (the health check) are never held.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int, queue_timeout: float,
+                 exempt: frozenset[str] = frozenset({"/healthz"})) -> None:
+        self.app = app
+        self.limit = max(1, limit)
+        self.queue_timeout = queue_timeout
+        self.exempt = exempt
+        self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._gate is None or self._gate[0] is not loop:
+            self._gate = (loop, asyncio.Semaphore(self.limit))
+        return self._gate[1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        gate = self._semaphore()
+        try:
+            await asyncio.wait_for(gate.acquire(), self.queue_timeout)
+        except TimeoutError:
+            await _busy(send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gate.release()
+
+
+async def _busy(send: Send) -> None:
+    data = json.dumps({"error": "overloaded", "field": None,
+                       "detail": "the server is busy; retry shortly"}).encode()
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode()),
+                            (b"retry-after", b"1")]})
     await send({"type": "http.response.body", "body": data})
