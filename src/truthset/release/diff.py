@@ -58,16 +58,26 @@ def _why(item: ReleaseItem) -> str:
     return item.label_source or "unknown"
 
 
-def _event(session: Session, basis: tuple[str, str] | None) -> dict[str, Any] | None:
-    if basis is None:
-        return None
-    row = session.scalars(select(AuditEvent).where(
-        AuditEvent.entity_type == basis[0], AuditEvent.entity_id == basis[1],
-        AuditEvent.action == "create").order_by(AuditEvent.seq).limit(1)).first()
-    if row is None:
-        return {"entity_type": basis[0], "entity_id": basis[1], "seq": None}
-    return {"seq": int(row.seq), "at": row.at, "actor": row.actor, "action": row.action,
-            "entity_type": row.entity_type, "entity_id": row.entity_id, "hash": row.hash}
+def _events(session: Session, bases: list[tuple[str, str]]) -> dict[tuple[str, str],
+                                                                      dict[str, Any]]:
+    """The ``create`` audit event of each (table, row id), looked up in one query per table."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    by_table: dict[str, set[str]] = {}
+    for table, entity_id in bases:
+        by_table.setdefault(table, set()).add(entity_id)
+    for table, ids in by_table.items():
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), 500):
+            rows = session.scalars(select(AuditEvent).where(
+                AuditEvent.entity_type == table, AuditEvent.action == "create",
+                AuditEvent.entity_id.in_(wanted[start:start + 500])).order_by(AuditEvent.seq))
+            for row in rows:
+                key = (table, str(row.entity_id))
+                out.setdefault(key, {
+                    "seq": int(row.seq), "at": row.at, "actor": row.actor,
+                    "action": row.action, "entity_type": row.entity_type,
+                    "entity_id": row.entity_id, "hash": row.hash})
+    return out
 
 
 def diff_releases(session: Session, old: Release, new: Release) -> dict[str, Any]:
@@ -93,7 +103,7 @@ def diff_releases(session: Session, old: Release, new: Release) -> dict[str, Any
     removed = [{"item": k, "label": label_text(a[k].final_label),
                 "reason": b[k].reason if k in b else "no longer in the project"}
                for k in sorted(a_in - b_in)]
-    changed = []
+    changed: list[dict[str, Any]] = []
     split_changed = []
     for k in sorted(a_in & b_in):
         before, after = a[k], b[k]
@@ -101,11 +111,17 @@ def diff_releases(session: Session, old: Release, new: Release) -> dict[str, Any
             changed.append({
                 "item": k, "from": label_text(before.final_label),
                 "to": label_text(after.final_label), "from_source": before.label_source,
-                "to_source": after.label_source, "why": _why(after),
-                "audit_event": _event(session, _basis(after)),
+                "to_source": after.label_source, "why": _why(after), "audit_event": None,
             })
         if before.split != after.split:
             split_changed.append({"item": k, "from": before.split, "to": after.split})
+    bases = {c["item"]: _basis(b[c["item"]]) for c in changed}
+    found = _events(session, [x for x in bases.values() if x is not None])
+    for c in changed:
+        basis = bases[c["item"]]
+        if basis is not None:
+            c["audit_event"] = found.get(basis, {"entity_type": basis[0],
+                                                 "entity_id": basis[1], "seq": None})
     guidelines = session.scalars(select(GuidelineVersion).where(
         GuidelineVersion.project_id == project.id,
         GuidelineVersion.version > (old.guideline_version or 0),
