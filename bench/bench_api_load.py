@@ -63,6 +63,10 @@ classes:
 
 
 # --- a small keep-alive HTTP/1.1 client (cheap on a 2-core machine) ----------------------------
+#: Reconnect before reusing a connection idle this long (servers close idle keep-alives).
+IDLE_S = 4.0
+
+
 class ConnectionLost(Exception):  # noqa: N818 - the name reads as what happened
     """The server closed the connection or could not be reached."""
 
@@ -74,6 +78,7 @@ class Conn:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.used = 0.0
 
     async def close(self) -> None:
         """Close the socket (if open)."""
@@ -92,6 +97,8 @@ class Conn:
         ConnectionLost
             Connection refused, reset or closed before the whole reply arrived.
         """
+        if self.writer is not None and time.monotonic() - self.used > IDLE_S:
+            await self.close()  # the server drops idle keep-alive connections (uvicorn: 5 s)
         try:
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -132,6 +139,7 @@ class Conn:
             else:
                 data = await self.reader.read()
                 close = True
+            self.used = time.monotonic()
             if close:
                 await self.close()
             return status, data
