@@ -393,7 +393,7 @@ def test_acceptance_is_tracked_and_drafting_pauses_until_a_manager_resumes(
     assert service.run_prelabel(workspace, "p", "thr", item_ids=[5, 6]).drafted == 2
 
 
-def test_classification_outcomes(workspace: Workspace, tmp_path: Path) -> None:
+def test_classification_and_box_outcomes() -> None:
     from truthset.domain.schema import SchemaKind
 
     assert acceptance.compare(SchemaKind.CLASSIFICATION, {"label": "a"}, {"label": "a"}) == [
