@@ -341,3 +341,35 @@ def test_a_risky_addition_requarantines_a_series_and_a_clean_one_keeps_the_decis
         assert item.attributes["quarantine_decision"]["by"] == "root"
     finally:
         ws.close()
+
+
+def test_png_and_jpeg_metadata_never_reach_storage(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    pixels = (np.arange(48 * 64 * 3) % 251).astype(np.uint8).reshape(48, 64, 3)
+    image = Image.fromarray(pixels)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "Quincy Zebediah")
+    info.add_itxt("Comment", "MRN-88412907")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image.save(folder / "a.png", pnginfo=info)
+    exif = Image.Exif()
+    exif[0x013B] = "Quincy Zebediah"  # Artist
+    image.save(folder / "b.jpg", exif=exif, comment=b"MRN-88412907", quality=95)
+    assert all(b"Quincy" in p.read_bytes() for p in folder.iterdir())
+    ws = Workspace.init(tmp_path / "ws")
+    try:
+        _project(ws)
+        summary = _import(ws, "ct", [folder])
+        assert sorted(summary.ingested) == ["a.png", "b.jpg"]
+        for item in _items(ws):
+            data = ws.blobs.get_bytes(item.media[0]["sha256"])
+            assert b"Quincy" not in data and b"MRN-88412907" not in data
+            decoded = np.asarray(Image.open(io.BytesIO(data)))
+            original = np.asarray(Image.open(folder / item.external_id))
+            assert np.array_equal(decoded, original)  # pixels untouched, no re-encoding
+        again = _import(ws, "ct", [folder])
+        assert len(again.skipped) == 2  # same content after cleaning: skipped
+    finally:
+        ws.close()

@@ -168,3 +168,84 @@ def _checked_info(image: Image.Image, label: str, *, max_pixels: int = MAX_PIXEL
         mode=image.mode,
         frames=frames,
     )
+
+
+#: PNG chunks that carry free text or capture details (names, dates, devices, EXIF).
+_PNG_DROP = frozenset({b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME"})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def strip_metadata(data: bytes, *, name: str = "<bytes>") -> bytes:
+    """Remove metadata that can identify a patient from PNG and JPEG bytes, without
+    re-encoding the pixels.
+
+    PNG: ``tEXt``, ``zTXt``, ``iTXt``, ``eXIf`` and ``tIME`` chunks are dropped. JPEG: EXIF and
+    XMP (APP1), APP3-APP13, APP15 and comments are dropped; JFIF (APP0), the ICC profile
+    (APP2) and Adobe's colour transform flag (APP14) are kept because decoding needs them.
+    Other formats (TIFF) come back unchanged: their tags are interleaved with the image data.
+
+    Raises
+    ------
+    InputError
+        A PNG or JPEG whose structure is broken (truncated chunk or segment).
+    """
+    if data.startswith(_PNG_SIGNATURE):
+        return _strip_png(data, name)
+    if data.startswith(b"\xff\xd8"):
+        return _strip_jpeg(data, name)
+    return data
+
+
+def _strip_png(data: bytes, name: str) -> bytes:
+    out = [_PNG_SIGNATURE]
+    pos = len(_PNG_SIGNATURE)
+    while pos < len(data):
+        if pos + 12 > len(data):
+            raise InputError("truncated PNG chunk", source=name)
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            raise InputError(f"truncated PNG chunk {kind.decode('latin-1')}", source=name)
+        if kind not in _PNG_DROP:
+            out.append(data[pos:end])
+        pos = end
+        if kind == b"IEND":
+            break
+    return b"".join(out)
+
+
+def _strip_jpeg(data: bytes, name: str) -> bytes:
+    out = [b"\xff\xd8"]
+    pos = 2
+    while pos < len(data):
+        if data[pos] != 0xFF:
+            raise InputError("broken JPEG segment structure", source=name)
+        marker = data[pos + 1] if pos + 1 < len(data) else 0
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            out.append(data[pos:pos + 2])
+            pos += 2
+            continue
+        if marker == 0xD9:
+            out.append(data[pos:pos + 2])
+            break
+        if pos + 4 > len(data):
+            raise InputError("truncated JPEG segment", source=name)
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        end = pos + 2 + length
+        if length < 2 or end > len(data):
+            raise InputError("truncated JPEG segment", source=name)
+        segment = data[pos:end]
+        if marker == 0xDA:  # start of scan: entropy-coded data and the rest, as they are
+            out.append(data[pos:])
+            break
+        keep = not (marker == 0xFE or marker == 0xE1 or 0xE3 <= marker <= 0xED
+                    or marker == 0xEF or (marker == 0xE2 and not segment[4:16].startswith(
+                        b"ICC_PROFILE")))
+        if keep:
+            out.append(segment)
+        pos = end
+    return b"".join(out)

@@ -17,7 +17,7 @@ from truthset import audit
 from truthset.domain.errors import InputError
 from truthset.domain.schema import ClassificationMode, SchemaKind
 from truthset.imaging.archive import iter_zip_members
-from truthset.imaging.raster import read_raster
+from truthset.imaging.raster import read_raster, strip_metadata
 from truthset.io.tables import read_table
 from truthset.quality.table import normalize_table
 from truthset.store.blobs import BlobStore, sha256_file
@@ -152,7 +152,9 @@ def import_items(
     """Import files, folders and zip archives as items of ``project``, dispatched by content:
 
     - 2D images (PNG, JPEG, TIFF) become one item each (external id: the path relative to
-      the folder given);
+      the folder given); PNG text/EXIF chunks and JPEG EXIF/XMP/comments are removed first
+      (:func:`truthset.imaging.raster.strip_metadata`), so the stored blob may differ from
+      the file;
     - DICOM files are de-identified in memory as the project's imaging settings say, then
       stored; a series becomes one item (or every instance one item), see
       :func:`truthset.workspace.medical.ingest_medical` (needs ``vault``);
@@ -183,8 +185,10 @@ def import_items(
     medical: list[Source] = []
 
     def raster(external_id: str, label: str, path: Path | None, data: bytes | None) -> None:
-        facts = _probe_raster(path, data, label)
-        digest = sha256_file(path) if path is not None else hashlib.sha256(data or b"").hexdigest()
+        facts = _probe_raster(path, data, label)  # refuses before reading a bad file whole
+        # Text chunks, EXIF and comments can name the patient: they never reach storage.
+        clean = strip_metadata(data if data is not None else _read(path, label), name=label)
+        digest = hashlib.sha256(clean).hexdigest()
         if external_id in existing:
             if existing[external_id] and existing[external_id][0].get("sha256") == digest:
                 summary.skipped.append((external_id, "already imported (same content)"))
@@ -194,7 +198,7 @@ def import_items(
             )
         name = Path(label).name
         accepted.append(_Raster(external_id, {**facts, "sha256": digest, "name": name},
-                                path, data))
+                                None, clean))
 
     def dispatch(kind: str, external_id: str, label: str, path: Path | None,
                  data: bytes | None) -> None:
