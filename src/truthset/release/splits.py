@@ -34,10 +34,12 @@ def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
     return clean
 
 
-def _mode(values: pd.Series) -> str:
-    counts = values.fillna("").astype(str).value_counts()
-    best = counts.max()
-    return str(min(v for v, c in counts.items() if c == best))
+def _modes(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Per group, the most frequent value of ``column`` (ties: the smallest value)."""
+    counts = (frame.assign(value=frame[column].fillna("").astype(str))
+              .groupby(["group", "value"], sort=False).size().rename("n").reset_index())
+    counts = counts.sort_values(["group", "n", "value"], ascending=[True, False, True])
+    return counts.drop_duplicates("group").set_index("group")["value"]
 
 
 def make_splits(
@@ -72,11 +74,10 @@ def make_splits(
         f"patient:{p}" if isinstance(p, str) and p else f"item:{i}"
         for i, p in zip(frame["item"], frame["patient"], strict=True)
     ]
-    groups = (
-        frame.groupby("group", sort=True)
-        .agg(size=("item", "size"), label=("label", _mode), site=("site", _mode))
-        .reset_index()
-    )
+    groups = frame.groupby("group", sort=True).size().rename("size").to_frame()
+    groups["label"] = _modes(frame, "label")
+    groups["site"] = _modes(frame, "site")
+    groups = groups.reset_index()
     rng = np.random.default_rng(seed)
     assigned: dict[str, str] = {}
     for _stratum, members in groups.groupby(["label", "site"], sort=True):
