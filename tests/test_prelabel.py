@@ -182,6 +182,32 @@ def test_onnx_adapter_runs_a_user_model_on_the_cpu(tmp_path: Path) -> None:
         OnnxAdapter(b"not a model", "mask", {"classes": ["background", "lesion"]})
 
 
+def test_box_drafts_from_onnx_and_the_classical_segmenter(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    rows = [[6.0, 4.0, 16.0, 12.0, 0.9, 1.0], [0.0, 0.0, 40.0, 5.0, 0.8, 1.0]]
+    detections = helper.make_tensor("d", TensorProto.FLOAT, [2, 6], [v for r in rows for v in r])
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["y"], value=detections)], "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, None, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, tmp_path / "det.onnx")
+    det = OnnxAdapter((tmp_path / "det.onnx").read_bytes(), "box",
+                      {"classes": ["background", "lesion"]})
+    raw = det.predict(_image(200))
+    assert raw["objects"][0] == {"label": "lesion", "box": [6.0, 4.0, 16.0, 12.0],
+                                 "score": pytest.approx(0.9)}
+    with pytest.raises(DraftRefused, match="out of bounds"):  # the second box is 40 wide
+        check_output(raw, kind="box", registered=["lesion"], image_shape=(24, 32))
+    seg = ClassicalSegmenter("box", {"thresholds": {"lesion": [0.5, 1.0]}})
+    pred = check_output(seg.predict(_image(200)), kind="box", registered=["lesion"],
+                        image_shape=(24, 32))
+    assert pred.payload() == {"objects": [{"label": "lesion", "score": 1.0,
+                                           "box": [6.0, 4.0, 16.0, 12.0]}]}
+
+
 def test_onnx_model_registered_and_run_as_a_job(workspace: Workspace, tmp_path: Path) -> None:
     from truthset.jobs import service as jobs
 

@@ -223,8 +223,10 @@ class HttpInferAdapter:
                 label_map = read_nifti_bytes(response.content)
             except Exception:
                 raise DraftRefused("the answer is not a readable NIfTI label map") from None
-            return {"label_map": np.asarray(label_map).astype(np.int64)
-                    if np.asarray(label_map).dtype.kind in "iuf" else label_map,
+            values = np.asarray(label_map)
+            if values.dtype.kind == "f" and np.array_equal(values, np.round(values)):
+                values = values.astype(np.int64)  # NIfTI label maps are often stored as floats
+            return {"label_map": values,
                     "label_names": dict(self.config.get("label_names", {}))}
         try:
             body = response.json()
@@ -252,6 +254,9 @@ class ClassicalSegmenter:
         Smallest connected component kept, in pixels (default 10).
     ``smooth``
         Gaussian sigma applied before thresholding (default 0, none).
+
+    Each region's score is its contrast with a 3-pixel ring around it, as a share of the
+    image's intensity range (in [0.05, 1]).
     ``positive``, ``negative``
         Classification output: ``positive`` when any component is found, else ``negative``;
         the probability grows with the largest component's area (``area_ref`` pixels = 0.95).
@@ -281,13 +286,18 @@ class ClassicalSegmenter:
             if count == 0:
                 continue
             sizes = ndimage.sum_labels(hit, components, index=np.arange(1, count + 1))
-            means = ndimage.mean(grey, components, index=np.arange(1, count + 1))
-            width = max(float(high) - float(low), 1e-9)
+            boxes = ndimage.find_objects(components)
+            spread = float(grey.max() - grey.min()) or 1.0
             for k in np.flatnonzero(sizes >= min_size):
                 mask = components == (k + 1)
-                # Score: how central the region's mean intensity is within the class range.
-                centre = (float(low) + float(high)) / 2
-                score = float(np.clip(1 - abs(float(means[k]) - centre) / width, 0.5, 1.0))
+                # Score: contrast between the region and a 3-pixel ring around it (computed
+                # on the region's bounding box grown by 3 pixels).
+                crop = tuple(slice(max(sl.start - 3, 0), sl.stop + 3) for sl in boxes[k])
+                local = mask[crop]
+                ring = ndimage.binary_dilation(local, iterations=3) & ~local
+                inside = float(grey[crop][local].mean())
+                around = float(grey[crop][ring].mean()) if ring.any() else inside
+                score = float(np.clip(abs(inside - around) / spread, 0.05, 1.0))
                 objects.append({"label": str(name), "mask": mask, "score": score})
         if self.output == "classification":
             positive = str(self.config["positive"])
