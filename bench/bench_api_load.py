@@ -182,7 +182,9 @@ async def run_load(host: str, port: int, readers: int, duration: float, think: f
     async def reader(number: int) -> None:
         rng = random.Random(seed * 100_003 + number)
         conn = Conn(host, port)
-        await asyncio.sleep(rng.uniform(0, min(1.0, duration / 10)))  # ramp up
+        # Readers arrive at random moments over one think cycle (1 s without thinking), as a
+        # team starting its shift does, rather than all in the same instant.
+        await asyncio.sleep(rng.uniform(0, 2 * think if think > 0 else 1.0))
         try:
             while time.monotonic() < stop_at:
                 try:
