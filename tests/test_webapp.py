@@ -19,7 +19,7 @@ WEB = Path(__file__).resolve().parents[1] / "web"
 def test_shipped_build_matches_the_frontend_source() -> None:
     """``src/truthset/web_dist`` was built from exactly the committed ``web/`` sources.
 
-    After changing anything in ``web/``, run ``npm ci && npm run build`` there and commit the
+    After changing anything in ``web/``, run ``npm install && npm run build`` there and commit the
     new build with the change.
     """
     if not (WEB / "src").is_dir():
@@ -28,7 +28,7 @@ def test_shipped_build_matches_the_frontend_source() -> None:
     assert stamp is not None, "no build in src/truthset/web_dist: run `npm run build` in web/"
     digest, n_files = source_hash(WEB)
     assert stamp["files"] == n_files and stamp["source_sha256"] == digest, (
-        "the shipped web build is stale: run `npm ci && npm run build` in web/ and commit "
+        "the shipped web build is stale: run `npm install && npm run build` in web/ and commit "
         "src/truthset/web_dist"
     )
 

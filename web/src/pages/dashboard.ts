@@ -132,6 +132,22 @@ export async function dashboardPage(root: HTMLElement, ctx: PageCtx): Promise<Cl
         r.reader, String(r.n_gold), fmtNum(r.accuracy, 2), fmtNum(r.min_sensitivity, 2), r.calibration ?? '—', r.suspended || '—',
       ]))));
   }
+  const prelabels = await get<{ min_acceptance: number; classes: { class_name: string; status: string; n: number; accepted: number; edited: number; rejected: number; window_acceptance: number | null; reason: string }[] }>(
+    `/projects/${project}/prelabel/acceptance`).catch((err) => {
+    if (err instanceof ApiError && (err.status === 403 || err.status === 404)) return null;
+    throw err;
+  });
+  if (prelabels && prelabels.classes.some((c) => c.n > 0)) {
+    grid.append(panel(`Pre-label acceptance per class (drafting pauses under ${fmtNum(prelabels.min_acceptance, 2)})`,
+      barChart(prelabels.classes.filter((c) => c.n > 0).map((c) => ({
+        label: c.class_name, value: c.window_acceptance ?? c.accepted / c.n,
+        color: c.status === 'paused' ? '#ff6b6b' : undefined,
+      })), { domain: [0, 1] }),
+      table(['class', 'drafts', 'accepted', 'edited', 'rejected', 'recent acceptance', 'status'], prelabels.classes.map((c) => [
+        c.class_name, String(c.n), String(c.accepted), String(c.edited), String(c.rejected), fmtNum(c.window_acceptance, 2),
+        c.status === 'paused' ? `paused: ${c.reason}` : c.status,
+      ]))));
+  }
   const open = escalated.filter((e) => e.status === 'open');
   const now = Date.now();
   const ages = open.map((e) => ({ label: `item ${e.item_id}`, value: e.overdue ? e.hours_overdue : (new Date(e.due_at).getTime() - now) / -3.6e6, color: e.overdue ? '#ff6b6b' : '#3d8bfd' }));
