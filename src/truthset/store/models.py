@@ -428,31 +428,90 @@ class ImagingInstance(Base):
     item: Mapped[Item] = relationship()
 
 
-# --- workflow queue ---
+# --- release ---
 
 
-class TaskOutcome(Base):
-    """What became of one task when its reader finished it: the outcome (``read``, ``gold``,
-    ``calibration``, ``accept``, ``correct``, ``reject``, ``escalate``, ``adjudicate``), the
-    policy version it ran under and the reader time it cost. One row per finished task; the
-    cost and throughput reports read these."""
+class Release(Base):
+    """A frozen dataset version of a project: its items, files, manifest and signatures.
 
-    __tablename__ = "task_outcomes"
+    Once created, only ``status`` changes (``created`` -> ``signed``); everything else is fixed
+    (a database trigger refuses other updates, and deletes).
+    """
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), unique=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    stage: Mapped[str] = mapped_column(String(16))
-    outcome: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="created")
+    created_by: Mapped[str] = mapped_column(String(100))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"), default=None)
+    schema_version: Mapped[int] = mapped_column(Integer)
+    guideline_version: Mapped[int | None] = mapped_column(Integer, default=None)
     policy_version: Mapped[int | None] = mapped_column(Integer, default=None)
-    time_spent_s: Mapped[float | None] = mapped_column(Float, default=None)
+    audit_seq: Mapped[int] = mapped_column(BigInteger)
+    audit_hash: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    rules: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    checks: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    manifest_sha256: Mapped[str] = mapped_column(String(64), default="")
+    merkle_root: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-#: The queue looks up "has this reader a task on this item" on every request.
-Index("ix_tasks_assignee", Task.assignee_id, Task.item_id)
+class ReleaseItem(Base):
+    """One item of a release: included with its final label and provenance, or excluded with
+    the reason. Immutable."""
+
+    __tablename__ = "release_items"
+    __table_args__ = (UniqueConstraint("release_id", "item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"), index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    included: Mapped[bool] = mapped_column(Boolean)
+    final_label: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    label_source: Mapped[str] = mapped_column(String(32), default="")
+    split: Mapped[str | None] = mapped_column(String(16), default=None)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    subgroups: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ReleaseFile(Base):
+    """One file of a release: its name, SHA-256 (the blob holding its bytes) and size."""
+
+    __tablename__ = "release_files"
+    __table_args__ = (UniqueConstraint("release_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(100))
+
+
+class ReleaseSignature(Base):
+    """An approver's electronic signature of a release: printed name, UTC time and meaning,
+    bound to the manifest hash. Immutable."""
+
+    __tablename__ = "release_signatures"
+    __table_args__ = (UniqueConstraint("release_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    username: Mapped[str] = mapped_column(String(100))
+    printed_name: Mapped[str] = mapped_column(String(200))
+    meaning: Mapped[str] = mapped_column(String(100))
+    signed_at: Mapped[str] = mapped_column(String(40))
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    signature_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    file_sha256: Mapped[str] = mapped_column(String(64))
 
 
 # --- prelabel/jobs ---
@@ -592,87 +651,28 @@ class LabelIssue(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-# --- release ---
+# --- workflow queue ---
 
 
-class Release(Base):
-    """A frozen dataset version of a project: its items, files, manifest and signatures.
+class TaskOutcome(Base):
+    """What became of one task when its reader finished it: the outcome (``read``, ``gold``,
+    ``calibration``, ``accept``, ``correct``, ``reject``, ``escalate``, ``adjudicate``), the
+    policy version it ran under and the reader time it cost. One row per finished task; the
+    cost and throughput reports read these."""
 
-    Once created, only ``status`` changes (``created`` -> ``signed``); everything else is fixed
-    (a database trigger refuses other updates, and deletes).
-    """
-
-    __tablename__ = "releases"
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    __tablename__ = "task_outcomes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
-    name: Mapped[str] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(String(16), default="created")
-    created_by: Mapped[str] = mapped_column(String(100))
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"), default=None)
-    schema_version: Mapped[int] = mapped_column(Integer)
-    guideline_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), unique=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    stage: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
     policy_version: Mapped[int | None] = mapped_column(Integer, default=None)
-    audit_seq: Mapped[int] = mapped_column(BigInteger)
-    audit_hash: Mapped[str] = mapped_column(String(64))
-    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    rules: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    checks: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    manifest_sha256: Mapped[str] = mapped_column(String(64), default="")
-    merkle_root: Mapped[str] = mapped_column(String(64), default="")
+    time_spent_s: Mapped[float | None] = mapped_column(Float, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class ReleaseItem(Base):
-    """One item of a release: included with its final label and provenance, or excluded with
-    the reason. Immutable."""
-
-    __tablename__ = "release_items"
-    __table_args__ = (UniqueConstraint("release_id", "item_id"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"), index=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
-    external_id: Mapped[str] = mapped_column(String(255))
-    included: Mapped[bool] = mapped_column(Boolean)
-    final_label: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    label_source: Mapped[str] = mapped_column(String(32), default="")
-    split: Mapped[str | None] = mapped_column(String(16), default=None)
-    reason: Mapped[str] = mapped_column(Text, default="")
-    subgroups: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
-
-
-class ReleaseFile(Base):
-    """One file of a release: its name, SHA-256 (the blob holding its bytes) and size."""
-
-    __tablename__ = "release_files"
-    __table_args__ = (UniqueConstraint("release_id", "name"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"), index=True)
-    name: Mapped[str] = mapped_column(String(255))
-    sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(BigInteger)
-    media_type: Mapped[str] = mapped_column(String(100))
-
-
-class ReleaseSignature(Base):
-    """An approver's electronic signature of a release: printed name, UTC time and meaning,
-    bound to the manifest hash. Immutable."""
-
-    __tablename__ = "release_signatures"
-    __table_args__ = (UniqueConstraint("release_id", "user_id"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"), index=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    username: Mapped[str] = mapped_column(String(100))
-    printed_name: Mapped[str] = mapped_column(String(200))
-    meaning: Mapped[str] = mapped_column(String(100))
-    signed_at: Mapped[str] = mapped_column(String(40))
-    manifest_sha256: Mapped[str] = mapped_column(String(64))
-    signature_sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    file_name: Mapped[str] = mapped_column(String(255))
-    file_sha256: Mapped[str] = mapped_column(String(64))
+#: The queue looks up "has this reader a task on this item" on every request.
+Index("ix_tasks_assignee", Task.assignee_id, Task.item_id)
