@@ -63,8 +63,9 @@ classes:
 
 
 # --- a small keep-alive HTTP/1.1 client (cheap on a 2-core machine) ----------------------------
-#: Reconnect before reusing a connection idle this long (servers close idle keep-alives).
-IDLE_S = 4.0
+#: Reconnect before reusing a connection idle this long (servers close idle keep-alives:
+#: uvicorn after 5 s, gunicorn after 2 s).
+IDLE_S = 1.5
 
 
 class ConnectionLost(Exception):  # noqa: N818 - the name reads as what happened
@@ -98,7 +99,7 @@ class Conn:
             Connection refused, reset or closed before the whole reply arrived.
         """
         if self.writer is not None and time.monotonic() - self.used > IDLE_S:
-            await self.close()  # the server drops idle keep-alive connections (uvicorn: 5 s)
+            await self.close()  # the server may have dropped it
         try:
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
