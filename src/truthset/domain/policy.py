@@ -20,6 +20,7 @@ A policy is a ``policy:`` document of the project YAML (a bare mapping is accept
       calibration: {threshold: 0.8}                    # each new reader passes this first
       gold: {rate: 0.1, threshold: 0.7, min_reads: 5}  # gold mixed into queues, scored
       escalation: {deadline_hours: 48}
+      active_learning: {weight_model: 0.5, weight: 1.0} # off unless given (see below)
       by_risk:                  # overrides for items whose provisional class has this risk
         high: {workflow: consensus, k: 5}
 
@@ -28,6 +29,11 @@ A policy is a ``policy:`` document of the project YAML (a bare mapping is accept
 rate, and it raises the priority of uncertain drafts); or ``draft``: it also stands in for the
 tier-1 read (``single_review``/``tiered`` go straight to review) or counts as one read
 (``consensus``/``adaptive``).
+
+``active_learning`` (off by default) makes the queue offer first the items whose latest model
+draft is uncertain or whose readers disagree: ``weight`` times the item's score in [0, 1]
+(``weight_model`` of it from the draft's entropy, the rest from the readers' disagreement) is
+added to the priority of its ``annotate`` slots.
 
 Parsing is pure: :func:`parse_policy` takes the YAML *text* and names the line and field of a bad
 value. Checks that need the project (classes, readers) live in :func:`check_policy_readers`.
@@ -116,6 +122,18 @@ class Escalation(_Strict):
     deadline_hours: float = Field(default=48.0, gt=0)
 
 
+class ActiveLearning(_Strict):
+    """Active learning: uncertain or disputed items are read first.
+
+    ``weight_model`` mixes the model's uncertainty with the readers' disagreement (1 = the
+    model only, 0 = the readers only); ``weight`` scales the score added to a read slot's
+    priority (the queue's other read priorities lie in [0, 2]).
+    """
+
+    weight_model: float = Field(default=0.5, ge=0.0, le=1.0)
+    weight: float = Field(default=1.0, ge=0.0, le=10.0)
+
+
 class Rules(_Strict):
     """The fields that decide what an item needs (the part ``by_risk`` may override)."""
 
@@ -202,6 +220,7 @@ class Policy(Rules):
     calibration: Calibration | None = None
     gold: Gold | None = None
     escalation: Escalation = Escalation()
+    active_learning: ActiveLearning | None = None
     by_risk: dict[RiskLevel, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("by_risk")

@@ -8,14 +8,14 @@
 - :func:`send_to_review` records the top likely errors and opens a ``review`` task for each
   (items that already have an open review task are not queued twice).
 - :func:`item_priorities` is the active-learning hook: a priority per item from the latest
-  draft's uncertainty and the readers' disagreement (:func:`truthset.quality.priority`).
+  draft's uncertainty and the readers' disagreement (:func:`truthset.quality.priority`); it
+  lives in :mod:`truthset.workflow.active_learning`, which the task queue uses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,9 +25,8 @@ from sqlalchemy.orm import Session
 from truthset import audit
 from truthset.domain.errors import InputError
 from truthset.quality.label_errors import noise_rates, rank_label_issues
-from truthset.quality.priority import task_priority
-from truthset.store.models import Consensus, Item, LabelIssue, PrelabelDraft, Project, Task
-from truthset.workflow.annotations import current_labels
+from truthset.store.models import Consensus, Item, LabelIssue, Project, Task
+from truthset.workflow.active_learning import item_priorities as active_item_priorities
 from truthset.workspace.projects import rules
 
 
@@ -166,25 +165,9 @@ def item_priorities(session: Session, project: Project, *, weight_model: float =
     """Active-learning priority in [0, 1] per item: the latest draft's uncertainty (entropy of
     its class probabilities) mixed with the current readers' disagreement.
 
-    The workflow queue can add it to a task's priority (see ``docs/prelabel.md``).
+    The one implementation is :func:`truthset.workflow.active_learning.item_priorities` (the
+    queue uses it when the policy sets ``active_learning``); this is kept for callers of the
+    prelabel service.
     """
-    stmt = select(PrelabelDraft.item_id, PrelabelDraft.probabilities).where(
-        PrelabelDraft.project_id == project.id).order_by(PrelabelDraft.id)
-    if item_ids is not None:
-        stmt = stmt.where(PrelabelDraft.item_id.in_(list(item_ids)))
-    latest: dict[int, dict[str, Any]] = {}
-    for item_id, probs in session.execute(stmt):
-        if probs:
-            latest[int(item_id)] = probs
-    reads = current_labels(session, project)
-    ids = {str(e): int(i) for e, i in session.execute(select(Item.external_id, Item.id).where(
-        Item.project_id == project.id))} if not reads.empty else {}
-    votes: dict[int, list[str]] = {}
-    for ext, label in zip(reads.get("item", []), reads.get("label", []), strict=False):
-        if ext in ids and label is not None:
-            votes.setdefault(int(ids[ext]), []).append(str(label))
-    wanted = set(latest) | set(votes)
-    if item_ids is not None:
-        wanted &= set(item_ids)
-    return {i: task_priority(latest.get(i), votes.get(i), weight_model=weight_model)
-            for i in sorted(wanted)}
+    return active_item_priorities(session, project, weight_model=weight_model,
+                                  item_ids=item_ids)
