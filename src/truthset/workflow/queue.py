@@ -59,6 +59,7 @@ from truthset.store.models import (
     utcnow,
 )
 from truthset.workflow import readers as rd
+from truthset.workflow.active_learning import NEUTRAL, item_priorities
 from truthset.workflow.engine import (
     Decision,
     ItemState,
@@ -340,6 +341,32 @@ def _outstanding(session: Session, item: Item) -> list[Task]:
         Task.item_id == item.id, Task.status.in_(OUTSTANDING)).order_by(Task.id)))
 
 
+def _active_scores(session: Session, project: Project, policy: Policy,
+                   item_ids: list[int]) -> dict[int, float]:
+    """Active-learning scores of ``item_ids`` (empty when the policy does not opt in)."""
+    if policy.active_learning is None:
+        return {}
+    return item_priorities(session, project, weight_model=policy.active_learning.weight_model,
+                           item_ids=item_ids)
+
+
+def _read_priority(session: Session, project: Project, item: Item, decision: Decision,
+                   facts: _ItemFacts, policy: Policy,
+                   scores: dict[int, float] | None = None) -> float:
+    """Priority of an item's read slots: uncertain consensus in [1, 2], else an uncertain
+    draft's ``1 - confidence`` (when drafts route), else 0; plus, when the policy opts into
+    active learning, ``weight`` times the item's score (``scores`` precomputed, or read)."""
+    uncertain = decision.confidence is not None
+    priority = (1.0 + (1.0 - float(decision.confidence or 0.0))) if uncertain else (
+        1.0 - facts.draft_confidence if facts.draft_confidence is not None
+        and policy.prelabels != PrelabelUse.IGNORE else 0.0)
+    if policy.active_learning is not None:
+        if scores is None:
+            scores = _active_scores(session, project, policy, [item.id])
+        priority += policy.active_learning.weight * scores.get(item.id, NEUTRAL)
+    return priority
+
+
 def advance(session: Session, project: Project, item: Item, *,
             current: CurrentPolicy | None = None, now: datetime | None = None) -> Decision:
     """Bring ``item``'s slots in line with what its policy says it needs next.
@@ -358,10 +385,7 @@ def advance(session: Session, project: Project, item: Item, *,
     for t in pending:
         by_stage.setdefault(t.stage, []).append(t)
     if decision.action == "read":
-        uncertain = decision.confidence is not None
-        priority = (1.0 + (1.0 - float(decision.confidence or 0.0))) if uncertain else (
-            1.0 - facts.draft_confidence if facts.draft_confidence is not None
-            and policy.prelabels != PrelabelUse.IGNORE else 0.0)
+        priority = _read_priority(session, project, item, decision, facts, policy)
         for _ in range(decision.n - len(by_stage.get(Stage.ANNOTATE.value, []))):
             session.add(Task(project_id=project.id, item_id=item.id, stage=Stage.ANNOTATE.value,
                              status=OPEN, priority=priority))
@@ -492,6 +516,44 @@ def enqueue(session: Session, project: Project, external_ids: list[str] | None =
     audit.record(session, action="enqueue", entity_type="items", project_id=project.id,
                  after={"policy_version": cur.version, "items": queued})
     return len(queued)
+
+
+def reprioritise(session: Session, project: Project) -> int:
+    """Recompute the priority of every outstanding ``annotate`` slot from what is known now
+    (after a new model run: new drafts, their confidence and probabilities; new reads), as
+    :func:`advance` would set it. Slots another transaction holds locked (being submitted)
+    are skipped; their item's next :func:`advance` sets them anyway. Audited
+    (``tasks.reprioritise``). Returns how many slots changed priority.
+    """
+    cur = current_policy(session, project)
+    policy = cur.policy
+    slots = session.scalars(select(Task).where(
+        Task.project_id == project.id, Task.stage == Stage.ANNOTATE.value,
+        Task.status.in_(OUTSTANDING),
+        ~exists().where(GoldItem.item_id == Task.item_id))
+        .order_by(Task.item_id, Task.id).with_for_update(skip_locked=True)).all()
+    by_item: dict[int, list[Task]] = {}
+    for task in slots:
+        by_item.setdefault(task.item_id, []).append(task)
+    scores = _active_scores(session, project, policy, list(by_item))
+    changed = 0
+    for item_id, tasks in by_item.items():
+        item = session.get(Item, item_id)
+        assert item is not None
+        decision, facts = item_decision(session, project, item, cur)
+        if decision.action != "read":
+            continue
+        priority = _read_priority(session, project, item, decision, facts, policy, scores)
+        for task in tasks:
+            if abs(task.priority - priority) > 1e-12:
+                task.priority = priority
+                changed += 1
+    session.flush()
+    audit.record(session, action="tasks.reprioritise", entity_type="tasks",
+                 project_id=project.id,
+                 after={"policy_version": cur.version, "slots": len(slots), "changed": changed,
+                        "active_learning": policy.active_learning is not None})
+    return changed
 
 
 # -- leasing -------------------------------------------------------------------------------------
