@@ -460,6 +460,14 @@ EXPECT: dict[str, list[Probe]] = {
         Probe("/api/v1/projects/alpha/tasks/999999/submit", READERS, ok=(404,),
               kwargs={"json": {"payload": {"label": "normal"}}}, label="unknown task"),
     ],
+    "POST /api/v1/projects/{key}/tasks/{task_id}/skip": [
+        Probe("/api/v1/projects/alpha/tasks/999999/skip", READERS, ok=(404,),
+              label="unknown task"),
+    ],
+    "POST /api/v1/projects/{key}/tasks/{task_id}/flag": [
+        Probe("/api/v1/projects/alpha/tasks/999999/flag", READERS, ok=(404,),
+              kwargs={"json": {"reason": "unclear"}}, label="unknown task"),
+    ],
     "POST /api/v1/projects/{key}/tasks/{task_id}/reviews": [
         Probe("/api/v1/projects/alpha/tasks/999999/reviews", frozenset({"reviewer",
                                                                          "adjudicator"}),

@@ -3,13 +3,14 @@ refusals answered and audited, blinding kept."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from test_api_support import Seeded, bearer, client, seed
-from truthset.store.models import AuditEvent
+from truthset.store.models import AuditEvent, Task
 from truthset.workspace.workspace import Workspace
 
 BASE = "/api/v1/projects/alpha"
@@ -106,3 +107,83 @@ def test_reader_statistics_routes(workspace: Workspace, seeded: Seeded) -> None:
                  "/tasks/{task_id}/adjudications", "/readers", "/readers/me",
                  "/escalations", "/policy"):
         assert f"/api/v1/projects/{{key}}{path}" in paths
+
+
+def _slots(ws: Workspace, item_id: int) -> list[str]:
+    with ws.sessions() as s:
+        return sorted(f"{t.stage}:{t.status}" for t in s.scalars(
+            sa.select(Task).where(Task.item_id == item_id)))
+
+
+def _audit(ws: Workspace, action: str) -> list[AuditEvent]:
+    with ws.sessions() as s:
+        return list(s.scalars(sa.select(AuditEvent).where(AuditEvent.action == action)))
+
+
+def test_skip_returns_the_slot_and_keeps_the_reader_off_the_item(
+        workspace: Workspace, seeded: Seeded) -> None:
+    c = client(workspace)
+    h = {name: bearer(token) for name, token in seeded.tokens.items()}
+    c.put(f"{BASE}/policy", json={"text": POLICY}, headers=h["padmin"])
+    c.post(f"{BASE}/tasks/enqueue", json={}, headers=h["padmin"])
+    first = c.post(f"{BASE}/tasks/next", headers=h["annotator"]).json()["task"]
+    url = f"{BASE}/tasks/{first['task_id']}"
+    # Only the holder may skip; the refusal is audited like a refused submit.
+    r = c.post(f"{url}/skip", headers=h["annotator2"])
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    r = c.post(f"{url}/skip", headers=h["annotator"])
+    assert r.status_code == 200 and r.json()["next_step"].startswith("skipped")
+    assert r.json()["annotation_id"] is None
+    r = c.post(f"{url}/skip", headers=h["annotator"])
+    assert r.status_code == 409 and "already skipped" in r.json()["detail"]
+    r = c.post(f"{url}/submit", json={"payload": {"label": "normal"}}, headers=h["annotator"])
+    assert r.status_code == 409
+    assert len(_events(workspace, "denied", "refused")) == 3
+    assert len(_audit(workspace, "skip")) == 1
+    # The slot went back to the pool (a fresh open slot beside the skipped one); the skipping
+    # reader is offered the other item, another reader gets this one.
+    assert _slots(workspace, first["item_id"]) == ["annotate:open", "annotate:open",
+                                                    "annotate:skipped"]
+    nxt = c.post(f"{BASE}/tasks/next", headers=h["annotator"]).json()["task"]
+    assert nxt["item_id"] != first["item_id"]
+    other = c.post(f"{BASE}/tasks/next", headers=h["annotator2"]).json()["task"]
+    assert other["item_id"] == first["item_id"]
+
+
+def test_flag_escalates_without_recording_a_read(workspace: Workspace,
+                                                  seeded: Seeded) -> None:
+    c = client(workspace)
+    h = {name: bearer(token) for name, token in seeded.tokens.items()}
+    c.put(f"{BASE}/policy", json={"text": POLICY}, headers=h["padmin"])
+    c.post(f"{BASE}/tasks/enqueue", json={}, headers=h["padmin"])
+    task = c.post(f"{BASE}/tasks/next", headers=h["annotator"]).json()["task"]
+    url = f"{BASE}/tasks/{task['task_id']}/flag"
+    assert c.post(url, json={}, headers=h["annotator"]).status_code == 422
+    r = c.post(url, json={"reason": "   "}, headers=h["annotator"])
+    assert r.status_code == 422 and r.json()["field"] == "reason"
+    r = c.post(url, json={"reason": "motion artefact"}, headers=h["annotator2"])
+    assert r.status_code == 403
+    assert len(_events(workspace, "denied", "refused")) == 2
+    r = c.post(url, json={"reason": "motion artefact"}, headers=h["annotator"])
+    assert r.status_code == 200 and r.json()["annotation_id"] is None
+    assert c.post(url, json={"reason": "again"}, headers=h["annotator"]).status_code == 409
+    # No read recorded; the item waits for adjudication with the reader's reason.
+    r = c.get(f"{BASE}/items/{task['item_id']}/annotations", headers=h["padmin"])
+    assert r.json()["items"] == []
+    rows = c.get(f"{BASE}/escalations", headers=h["padmin"]).json()
+    assert len(rows) == 1 and rows[0]["reason"] == "unclear at annotate: motion artefact"
+    assert rows[0]["to_tier"] == 1 and rows[0]["item_id"] == task["item_id"]
+    assert [json.loads(e.after)["reason"] for e in _audit(workspace, "flag")] == [
+        "motion artefact"]
+    # The other read slot was cancelled: other readers get the other item; the adjudicator
+    # gets this one.
+    assert _slots(workspace, task["item_id"]) == ["adjudicate:open", "annotate:cancelled",
+                                                   "annotate:flagged"]
+    nxt = c.post(f"{BASE}/tasks/next", headers=h["annotator2"]).json()["task"]
+    assert nxt["item_id"] != task["item_id"]
+    adj = c.post(f"{BASE}/tasks/next", headers=h["adjudicator"]).json()["task"]
+    assert adj["stage"] == "adjudicate" and adj["item_id"] == task["item_id"]
+    # An adjudication cannot be flagged.
+    r = c.post(f"{BASE}/tasks/{adj['task_id']}/flag", json={"reason": "x"},
+               headers=h["adjudicator"])
+    assert r.status_code == 409

@@ -8,6 +8,9 @@ adjudicators' queue (:func:`truthset.workflow.queue.next_task`), are listed here
 (:func:`report_overdue` writes the report into the audit log); :func:`raise_overdue` sends an
 overdue escalation one tier further up (the old one is marked ``raised``, a new one is due a
 full deadline later, and only readers of the new tier are offered the item).
+
+A reader who finds an item unclear flags it (:func:`flag`): the read is not recorded, their
+slot is closed as ``flagged`` and the item goes to adjudication with their reason.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ from sqlalchemy.orm import Session
 
 from truthset import audit
 from truthset.domain.errors import InputError
-from truthset.store.models import Escalation, Item, Project, Task, User, utcnow
+from truthset.domain.policy import Stage
+from truthset.store.models import Escalation, GoldItem, Item, Project, Task, User, utcnow
+from truthset.workflow import queue
 from truthset.workflow.policies import current_policy
 from truthset.workflow.queue import LEASED, aware
+
+#: Longest reason a flag may carry.
+MAX_REASON = 10_000
 
 STATUSES = ("open", "resolved", "raised")
 #: The most senior tier.
@@ -104,3 +112,74 @@ def raise_overdue(session: Session, project: Project, *,
         raised.append(row)
     session.flush()
     return raised
+
+
+def flag(session: Session, project: Project, user: User, task_id: int, reason: str, *,
+         now: datetime | None = None) -> queue.SubmitResult:
+    """Flag a task the reader holds as unclear, with the reason (required): no read is
+    recorded and the item is escalated to the adjudication tier.
+
+    The reader's slot is closed as ``flagged`` (they are not offered the item again); the
+    item's other *open* slots are cancelled and one adjudication slot with an escalation
+    (``from_tier``: the tier of the flagged stage; reason: ``unclear at <stage>: <reason>``) is
+    made, due ``escalation.deadline_hours`` later. If the item already waits for adjudication
+    no second escalation is opened. Slots other readers hold run on; their reads are recorded
+    as usual. Known-answer items are never escalated: the flag is only written to the audit
+    log (the reader gets the same answer, so known-answer items stay hidden).
+
+    Raises
+    ------
+    TaskDeniedError
+        The task is not leased to the caller.
+    TaskConflictError
+        Already finished, the lease expired, or an adjudication task (adjudicators decide).
+    TaskInputError
+        No reason, or one over :data:`MAX_REASON` characters.
+    """
+    now = now or utcnow()
+    what = "flag"
+    task, item = queue.held_task(session, project, user, task_id, what, now)
+    text = reason.strip()
+    if not text or len(text) > MAX_REASON:
+        raise queue.refuse(queue.TaskInputError(
+            "say why the item is unclear" if not text else
+            f"the reason is longer than {MAX_REASON} characters", field="reason"),
+            task, user, what)
+    if task.stage == Stage.ADJUDICATE.value:
+        raise queue.refuse(queue.TaskConflictError(
+            "an adjudication cannot be flagged: decide it, or ask a manager to raise it"),
+            task, user, what)
+    task.status, task.completed_at, task.lease_expires_at = queue.FLAGGED, now, None
+    answer = queue.SubmitResult(task.id, None, "pending",
+                                "flagged: the item goes to a senior reader")
+    event = {"user": user.username, "stage": task.stage, "reason": text}
+    if session.scalar(select(GoldItem.id).where(GoldItem.item_id == item.id)) is not None:
+        audit.record(session, action="flag", entity_type="tasks", entity_id=task.id,
+                     project_id=project.id, after={**event, "escalation": None})
+        session.flush()
+        return answer
+    policy = current_policy(session, project).policy
+    pending = [t for t in queue.outstanding(session, item) if t.id != task.id]
+    existing = session.scalar(select(Escalation).where(
+        Escalation.item_id == item.id, Escalation.status == "open").order_by(Escalation.id))
+    if not any(t.stage == Stage.ADJUDICATE.value for t in pending):
+        for other in pending:
+            if other.status == queue.OPEN:
+                other.status, other.completed_at = queue.CANCELLED, now
+        slot = Task(project_id=project.id, item_id=item.id, stage=Stage.ADJUDICATE.value,
+                    status=queue.OPEN, priority=4.0)
+        session.add(slot)
+        session.flush()
+        existing = Escalation(
+            project_id=project.id, item_id=item.id, task_id=slot.id,
+            from_tier=policy.stage_tier(task.stage),
+            to_tier=policy.stage_tier(Stage.ADJUDICATE),
+            reason=f"unclear at {task.stage}: {text}",
+            due_at=now + timedelta(hours=policy.escalation.deadline_hours), status="open")
+        session.add(existing)
+        session.flush()
+    audit.record(session, action="flag", entity_type="tasks", entity_id=task.id,
+                 project_id=project.id,
+                 after={**event, "escalation": existing.id if existing else None})
+    session.flush()
+    return answer

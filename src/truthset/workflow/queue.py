@@ -76,6 +76,10 @@ if TYPE_CHECKING:
     from truthset.workspace.workspace import Workspace
 
 OPEN, LEASED, DONE, CANCELLED, SUPERSEDED = "open", "leased", "done", "cancelled", "superseded"
+#: A slot its reader gave back unread (:func:`skip`) or flagged as unclear
+#: (:func:`truthset.workflow.escalations.flag`); it stays with its reader as the record that
+#: they passed on the item, and they are not offered the item again.
+SKIPPED, FLAGGED = "skipped", "flagged"
 #: Statuses of a slot that still needs (or is getting) work.
 OUTSTANDING = (OPEN, LEASED)
 #: Review decisions.
@@ -132,6 +136,12 @@ def _refuse(error: Refusal, task: Task | None, user: User, what: str) -> Refusal
                   "stage": None if task is None else task.stage},
     }
     return error
+
+
+def refuse(error: Refusal, task: Task | None, user: User, what: str) -> Refusal:
+    """Attach the audit event to a refused task action (``what``) and return the error to
+    raise."""
+    return _refuse(error, task, user, what)
 
 
 def audit_refusal(session: Session, refusal: Refusal) -> None:
@@ -337,6 +347,11 @@ def item_decision(session: Session, project: Project, item: Item,
 
 # -- making slots --------------------------------------------------------------------------------
 def _outstanding(session: Session, item: Item) -> list[Task]:
+    return outstanding(session, item)
+
+
+def outstanding(session: Session, item: Item) -> list[Task]:
+    """The item's slots that still need (or are getting) work, oldest first."""
     return list(session.scalars(select(Task).where(
         Task.item_id == item.id, Task.status.in_(OUTSTANDING)).order_by(Task.id)))
 
@@ -697,7 +712,7 @@ def _claim(session: Session, project: Project, user: User, stages: list[Stage],
     other = aliased(Task)
     mine = exists().where(other.item_id == Task.item_id, other.assignee_id == user.id,
                           other.id != Task.id,
-                          other.status.in_((OPEN, LEASED, DONE)))
+                          other.status.in_((OPEN, LEASED, DONE, SKIPPED, FLAGGED)))
     overdue = exists().where(Escalation.item_id == Task.item_id, Escalation.status == "open",
                              Escalation.due_at < now)
     rank = case(_STAGE_RANK, value=Task.stage, else_=0)
@@ -742,8 +757,23 @@ def release_expired(session: Session, project: Project, *, now: datetime | None 
 
 
 # -- submitting ----------------------------------------------------------------------------------
-def _locked_task(session: Session, project: Project, user: User, task_id: int, stage: str,
-                 what: str, now: datetime) -> tuple[Task, Item]:
+def held_task(session: Session, project: Project, user: User, task_id: int, what: str,
+              now: datetime) -> tuple[Task, Item]:
+    """Lock reader, item and the item's slots, and check that ``task_id`` is leased to
+    ``user`` and not finished or expired (whatever its stage). Returns the task and its item.
+
+    Raises
+    ------
+    NotFoundError
+        No such task in the project.
+    TaskDeniedError, TaskConflictError
+        Not the caller's task; already finished; lease expired.
+    """
+    return _locked_task(session, project, user, task_id, None, what, now)
+
+
+def _locked_task(session: Session, project: Project, user: User, task_id: int,
+                 stage: str | None, what: str, now: datetime) -> tuple[Task, Item]:
     """Lock reader, item and the item's slots (in that order), then check the lease."""
     _lock_user(session, user)
     item_id = session.scalar(select(Task.item_id).where(Task.id == task_id,
@@ -756,8 +786,9 @@ def _locked_task(session: Session, project: Project, user: User, task_id: int, s
     found = next(t for t in slots if t.id == task_id)
     if found.assignee_id != user.id:
         raise _refuse(TaskDeniedError(f"task {task_id} is not leased to you"), found, user, what)
-    if found.status == DONE:
-        raise _refuse(TaskConflictError(f"task {task_id} was already submitted"), found, user,
+    if found.status in (DONE, SKIPPED, FLAGGED):
+        done = {DONE: "submitted", SKIPPED: "skipped", FLAGGED: "flagged"}[found.status]
+        raise _refuse(TaskConflictError(f"task {task_id} was already {done}"), found, user,
                       what)
     if found.status != LEASED:
         raise _refuse(TaskConflictError(f"task {task_id} is {found.status}"), found, user, what)
@@ -766,7 +797,7 @@ def _locked_task(session: Session, project: Project, user: User, task_id: int, s
         raise _refuse(TaskConflictError(
             f"your lease on task {task_id} expired at {expires:%Y-%m-%d %H:%M} UTC; ask for "
             "a new task" if expires else f"task {task_id} has no lease"), found, user, what)
-    if found.stage != stage and not (stage == Stage.ANNOTATE.value
+    if stage is not None and found.stage != stage and not (stage == Stage.ANNOTATE.value
                                      and found.stage == Stage.CALIBRATE.value):
         raise _refuse(TaskConflictError(
             f"task {task_id} is a {found.stage} task; use the {found.stage} action"),
@@ -844,6 +875,48 @@ def submit(session: Session, project: Project, user: User, task_id: int, payload
     decision = advance(session, project, item, current=cur, now=now)
     return SubmitResult(task.id, row.id, "final" if decision.action == "final" else "pending",
                         f"{decision.action}: {decision.reason}")
+
+
+def skip(session: Session, project: Project, user: User, task_id: int, *,
+         now: datetime | None = None) -> SubmitResult:
+    """Give back a task the reader holds without reading it.
+
+    The slot is closed as ``skipped`` (it stays with the reader as the record that they passed)
+    and a fresh open slot of the same stage, priority and age takes its place in the pool, so
+    the item still gets the reads it needs from somebody else (an open escalation follows the
+    new slot). The reader is **not offered the item again**, in any stage: a reader who passes
+    on a case is not the one to read it later; an item nobody qualified is left to read shows
+    in the queue overview (:func:`queue_overview`, oldest open slot). A known-answer slot made
+    for this reader is closed without a replacement; calibration tasks cannot be skipped.
+
+    Raises
+    ------
+    TaskDeniedError
+        The task is not leased to the caller.
+    TaskConflictError
+        Already finished, the lease expired, or it is a calibration task.
+    """
+    now = now or utcnow()
+    what = "skip"
+    task, item = _locked_task(session, project, user, task_id, None, what, now)
+    if task.stage == Stage.CALIBRATE.value:
+        raise _refuse(TaskConflictError("calibration tasks cannot be skipped; read each "
+                                        "calibration case"), task, user, what)
+    task.status, task.completed_at, task.lease_expires_at = SKIPPED, now, None
+    known = session.scalar(select(GoldItem.id).where(GoldItem.item_id == item.id))
+    if known is None:
+        fresh = Task(project_id=project.id, item_id=item.id, stage=task.stage, status=OPEN,
+                     priority=task.priority, created_at=task.created_at)
+        session.add(fresh)
+        session.flush()
+        for esc in session.scalars(select(Escalation).where(Escalation.task_id == task.id,
+                                                            Escalation.status == "open")):
+            esc.task_id = fresh.id
+    audit.record(session, action="skip", entity_type="tasks", entity_id=task.id,
+                 project_id=project.id, after={"user": user.username, "stage": task.stage})
+    session.flush()
+    return SubmitResult(task.id, None, "pending",
+                        "skipped: the task went back to the pool for another reader")
 
 
 def review(session: Session, project: Project, user: User, task_id: int, decision: str, *,
@@ -952,3 +1025,29 @@ def queue_summary(session: Session, project: Project,
     if frame.empty:
         return pd.DataFrame(columns=["stage", "status", "n"])
     return frame.value_counts().rename("n").reset_index().sort_values(["stage", "status"])
+
+
+def queue_overview(session: Session, project: Project,
+                   now: datetime | None = None) -> dict[str, Any]:
+    """The queue at a glance: slots per stage and status (:func:`queue_summary`), per stage the
+    outstanding slots and the age of the oldest one (open or leased, from when it was made),
+    and the open and overdue escalations."""
+    now = now or utcnow()
+    summary = queue_summary(session, project, now)
+    counts = [{"stage": str(r.stage), "status": str(r.status), "n": int(r.n)}
+              for r in summary.itertuples()]
+    stages = []
+    for stage, n, oldest in session.execute(
+            select(Task.stage, func.count(Task.id), func.min(Task.created_at))
+            .where(Task.project_id == project.id, Task.status.in_(OUTSTANDING))
+            .group_by(Task.stage).order_by(Task.stage)).all():
+        made = aware(oldest)
+        stages.append({"stage": stage, "outstanding": int(n), "oldest_created_at": made,
+                       "oldest_age_hours": round((now - made).total_seconds() / 3600, 2)
+                       if made is not None else None})
+    escalations = session.execute(select(
+        func.count(Escalation.id),
+        func.count(case((Escalation.due_at < now, Escalation.id)))).where(
+        Escalation.project_id == project.id, Escalation.status == "open")).one()
+    return {"as_of": now, "counts": counts, "stages": stages,
+            "escalations": {"open": int(escalations[0]), "overdue": int(escalations[1])}}

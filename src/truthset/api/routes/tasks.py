@@ -113,6 +113,12 @@ class AdjudicationIn(_In):
     time_spent_s: float | None = Field(default=None, ge=0, le=86400)
 
 
+class FlagIn(_In):
+    """Why the item is unclear (required; it goes to the adjudicator with the item)."""
+
+    reason: str = Field(min_length=1, max_length=escalations.MAX_REASON)
+
+
 class SubmitOut(BaseModel):
     """What the action did to its item."""
 
@@ -244,6 +250,22 @@ def adjudicate_task(key: Key, task_id: TaskId, body: AdjudicationIn,
     project, _ = load_project(ctx, key, Action.ADJUDICATE)
     return _submit_out(queue.adjudicate(ctx.session, project, _me(ctx), task_id, body.payload,
                                         reason=body.reason, time_spent_s=body.time_spent_s))
+
+
+@router.post("/tasks/{task_id}/skip", response_model=SubmitOut)
+def skip_task(key: Key, task_id: TaskId, ctx: CtxDep) -> SubmitOut:
+    """Give back a task you hold without reading it: the slot returns to the pool for another
+    reader and you are not offered this item again."""
+    project, _ = load_project(ctx, key, Action.TASK_WORK)
+    return _submit_out(queue.skip(ctx.session, project, _me(ctx), task_id))
+
+
+@router.post("/tasks/{task_id}/flag", response_model=SubmitOut)
+def flag_task(key: Key, task_id: TaskId, body: FlagIn, ctx: CtxDep) -> SubmitOut:
+    """Flag a task you hold as unclear, with the reason: no read is recorded and the item goes
+    to adjudication."""
+    project, _ = load_project(ctx, key, Action.TASK_WORK)
+    return _submit_out(escalations.flag(ctx.session, project, _me(ctx), task_id, body.reason))
 
 
 # -- readers -----------------------------------------------------------------------------------
