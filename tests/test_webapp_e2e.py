@@ -326,6 +326,53 @@ def test_series_scrolls_and_opens_in_three_planes(browser: Any, server: Any) -> 
     page.close()
 
 
+def test_series_loads_through_dicomweb(browser: Any, server: Any) -> None:
+    """The viewer finds the series by QIDO-RS, reads its metadata and fetches every frame it
+    shows by WADO-RS (multipart), with the session cookie; never the item's media file."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    seen: list[tuple[str, int]] = []
+
+    def log(response: Any) -> None:
+        seen.append((response.url, response.status))
+
+    browser.on("response", log)
+    try:
+        page = sign_in(browser, server, "ben", "/annotate?project=volumes")
+        page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+        viewport = page.locator("#viewer .viewport")
+        first = viewport.get_attribute("data-image-id") or ""
+        page.wait_for_timeout(300)
+        shown = np.asarray(Image.open(io.BytesIO(viewport.screenshot())).convert("L"))
+        for _ in range(3):
+            page.keyboard.press("ArrowDown")
+        page.wait_for_selector(".viewer-status:has-text('Image 4 / 12')", timeout=5000)
+        fourth = viewport.get_attribute("data-image-id") or ""
+        page.wait_for_timeout(300)
+        scrolled = np.asarray(Image.open(io.BytesIO(viewport.screenshot())).convert("L"))
+        assert not page.errors
+        page.close()
+    finally:
+        browser.remove_listener("response", log)
+
+    root = f"{server.url}/dicomweb/projects/volumes/studies/"
+    assert first.startswith(f"wadors:{root}") and first.endswith("/frames/1")
+    assert fourth.startswith(f"wadors:{root}") and fourth != first
+    frames = [url for url, _ in seen if url.startswith(root) and "/frames/" in url]
+    assert {first[len("wadors:"):], fourth[len("wadors:"):]} <= set(frames)
+    assert all(status == 200 for url, status in seen if url.startswith(root))
+    assert any(url.endswith("/metadata") for url, _ in seen if url.startswith(root))
+    assert any("/instances" in url and "/frames/" not in url and not url.endswith("/metadata")
+               for url, _ in seen if url.startswith(root))  # the QIDO-RS search
+    assert not [url for url, _ in seen if "/media/" in url]
+    # The image was drawn (not a blank canvas), and scrolling showed another slice.
+    assert shown.std() > 5 and scrolled.std() > 5
+    assert np.abs(shown.astype(int) - scrolled.astype(int)).mean() > 0.5
+
+
 def test_expired_session_and_network_failure_lose_nothing(browser: Any, server: Any) -> None:
     page = sign_in(browser, server, "ana", "/annotate?project=volumes")
     page.wait_for_selector(".work[data-ready='1']", timeout=20000)

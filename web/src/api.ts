@@ -1,6 +1,8 @@
 // The REST client: session cookie + single-use CSRF tokens, errors told plainly.
 
 export const API = '/api/v1';
+/** DICOMweb (QIDO-RS / WADO-RS) of a project: `${DICOMWEB}/{key}`. */
+export const DICOMWEB = '/dicomweb/projects';
 
 /** An error reply of the API (`{error, field, detail}`), or a network failure (status 0). */
 export class ApiError extends Error {
@@ -195,6 +197,9 @@ export interface Media {
   name?: string | null;
   width?: number | null;
   height?: number | null;
+  /** DICOM media: the de-identified SOP Instance UID DICOMweb serves it under. */
+  sop_instance_uid?: string | null;
+  frames?: number | null;
 }
 export interface Item {
   id: number;
@@ -204,6 +209,8 @@ export interface Item {
   modality: string | null;
   body_part: string | null;
   media: Media[];
+  study_instance_uid?: string | null;
+  series_instance_uid?: string | null;
 }
 export interface Annotation {
   id: number;

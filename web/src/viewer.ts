@@ -5,7 +5,7 @@
 import * as cs from '@cornerstonejs/core';
 import * as cst from '@cornerstonejs/tools';
 import dicomImageLoader from '@cornerstonejs/dicom-image-loader';
-import { API, type Item, type Shape } from './api';
+import { API, DICOMWEB, get, type Item, type Shape } from './api';
 
 const { MouseBindings, KeyboardBindings, SegmentationRepresentations, Events: ToolEvents } = cst.Enums;
 
@@ -109,23 +109,68 @@ function registerRasterLoader(): void {
   }, 10000);
 }
 
-/** The Cornerstone image ids of an item's media (DICOM through the DICOM loader). */
-export function imageIdsFor(project: string, item: Item): string[] {
+/**
+ * The Cornerstone image ids of an item's media, in the item's order (one per frame for DICOM).
+ *
+ * DICOM items load through DICOMweb: QIDO-RS finds the item's instances in its series (hidden
+ * ones, e.g. quarantined, are not found and refused here), WADO-RS metadata (DICOM JSON) is
+ * registered with the DICOM image loader, and the frames are `wadors:` ids fetched as
+ * multipart/related. Items without DICOM UIDs (PNG/JPEG/TIFF) use the REST media endpoint.
+ */
+export async function imageIdsFor(project: string, item: Item): Promise<string[]> {
+  const study = item.study_instance_uid;
+  const series = item.series_instance_uid;
+  const sops = item.media.map((m) => (m.media_type === 'application/dicom' ? m.sop_instance_uid : null));
+  if (study && series && item.media.length && sops.every((s) => s)) {
+    return dicomwebImageIds(project, study, series, sops as string[]);
+  }
   return item.media.map((m) => {
     const url = `${location.origin}${API}/projects/${project}/items/${item.id}/media/${m.index}`;
     return m.media_type === 'application/dicom' ? `wadouri:${url}` : `raster:${url}`;
   });
 }
 
-function isDicom(imageId: string): boolean {
-  return imageId.startsWith('wadouri:');
+type DicomJson = Record<string, { vr: string; Value?: unknown[] } | undefined>;
+
+function firstValue(attrs: DicomJson, tag: string): unknown {
+  return attrs[tag]?.Value?.[0];
+}
+
+/** `wadors:` frame ids of these instances of one series (metadata registered first). */
+async function dicomwebImageIds(project: string, study: string, series: string, sops: string[]): Promise<string[]> {
+  await initImaging();
+  const root = `${location.origin}${DICOMWEB}/${project}/studies/${study}/series/${series}`;
+  // One instance: ask for it alone; a series item: the whole series in two requests.
+  const one = sops.length === 1;
+  const [found, metadata] = await Promise.all([
+    get<DicomJson[]>(`${root}/instances${one ? `?SOPInstanceUID=${sops[0]}` : ''}`),
+    get<DicomJson[]>(one ? `${root}/instances/${sops[0]}/metadata` : `${root}/metadata`),
+  ]);
+  const visible = new Set(found.map((a) => String(firstValue(a, '00080018'))));
+  const bySop = new Map(metadata.map((m) => [String(firstValue(m, '00080018')), m]));
+  const ids: string[] = [];
+  for (const sop of sops) {
+    const meta = bySop.get(sop);
+    if (!visible.has(sop) || !meta) throw new Error(`DICOMweb does not serve instance ${sop}`);
+    const base = `wadors:${root}/instances/${sop}/frames/`;
+    // The loader keeps a multi-frame instance's metadata under its first frame.
+    dicomImageLoader.wadors.metaDataManager.add(`${base}1`, meta as never);
+    const frames = Math.max(1, Number(firstValue(meta, '00280008') ?? 1) || 1);
+    for (let f = 1; f <= frames; f++) ids.push(`${base}${f}`);
+  }
+  return ids;
+}
+
+/** Whether an image id is read by the DICOM image loader (DICOMweb or a DICOM file). */
+export function isDicom(imageId: string): boolean {
+  return imageId.startsWith('wadors:') || imageId.startsWith('wadouri:');
 }
 
 /** Expand multi-frame DICOM instances into one image id per frame. */
 async function expandFrames(ids: string[]): Promise<string[]> {
   const out: string[] = [];
   for (const id of ids) {
-    if (!isDicom(id)) {
+    if (!id.startsWith('wadouri:')) { // raster, and DICOMweb ids (already one per frame)
       out.push(id);
       continue;
     }

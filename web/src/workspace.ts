@@ -4,7 +4,7 @@
 import { all, get, type Guideline, type Item, type Payload, type Schema, type SchemaDef, type Shape } from './api';
 import { dropDraft, loadDraft, saveDraft } from './drafts';
 import { fmtDuration, h, markdown, notify, typing } from './ui';
-import { MprView, PRESETS, Viewer, imageIdsFor, type Overlay, type ToolName } from './viewer';
+import { MprView, PRESETS, Viewer, imageIdsFor, isDicom, type Overlay, type ToolName } from './viewer';
 
 export interface ProjectRules {
   schema: Schema;
@@ -133,10 +133,11 @@ export async function mountWorkspace(root: HTMLElement, o: WorkspaceOptions): Pr
 
   // -- viewer ---------------------------------------------------------------------------------
   const viewer = new Viewer(viewerHost, { editable, classes });
-  const itemIds = imageIdsFor(o.project, o.item);
+  const itemIds = await imageIdsFor(o.project, o.item);
   await viewer.load(itemIds);
   // A DICOM series of three or more slices can be shown as three orthogonal planes.
-  const dicomSeries = itemIds.filter((id) => id.startsWith('wadouri:'));
+  const dicomInstances = o.item.media.filter((m) => m.media_type === 'application/dicom').length;
+  const dicomSeries = dicomInstances >= 3 ? itemIds.filter(isDicom) : [];
   let mpr: MprView | null = null;
   const toggleMpr = async () => {
     if (mpr) {
@@ -213,6 +214,7 @@ export async function mountWorkspace(root: HTMLElement, o: WorkspaceOptions): Pr
   const showStatus = () => {
     const n = viewer.imageIds.length;
     status.textContent = `Image ${viewer.frame() + 1} / ${n}${n > 1 ? ' — ↑/↓ or wheel to scroll, Space for cine' : ''}`;
+    viewer.element.dataset.imageId = viewer.imageIds[viewer.frame()] ?? ''; // the image on screen
   };
   viewer.element.addEventListener('CORNERSTONE_STACK_NEW_IMAGE', showStatus);
   showStatus();

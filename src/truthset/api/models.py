@@ -207,6 +207,9 @@ class MediaOut(BaseModel):
     name: str | None = None
     width: int | None = None
     height: int | None = None
+    sop_instance_uid: str | None = Field(
+        None, description="DICOM media: the (de-identified) SOP Instance UID served by DICOMweb.")
+    frames: int | None = Field(None, description="DICOM media: the number of frames.")
 
 
 class ItemOut(BaseModel):
@@ -223,6 +226,10 @@ class ItemOut(BaseModel):
     age_band: str | None
     sex: str | None
     media: list[MediaOut]
+    study_instance_uid: str | None = Field(
+        None, description="DICOM items: the (de-identified) study UID, for DICOMweb.")
+    series_instance_uid: str | None = Field(
+        None, description="DICOM items: the (de-identified) series UID, for DICOMweb.")
     created_at: Utc
 
 

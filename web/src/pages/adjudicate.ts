@@ -118,7 +118,7 @@ export async function adjudicatePage(root: HTMLElement, ctx: PageCtx): Promise<C
       const r = reads[Number(el.dataset.mini)];
       const mini = new Viewer(el, { editable: false, classes: def.classes.map((c) => c.name) });
       minis.push(mini);
-      await mini.load(imageIdsFor(project, item));
+      await mini.load(await imageIdsFor(project, item));
       mini.setOverlays([{ name: r.reader, color: r.color, shapes: r.payload.objects! }]);
     }
     host.dataset.ready = '1';

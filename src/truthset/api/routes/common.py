@@ -79,16 +79,26 @@ def item_out(item: Item) -> ItemOut:
     media = [
         MediaOut(index=k, sha256=str(m.get("sha256", "")),
                  media_type=str(m.get("media_type", "application/octet-stream")),
-                 name=m.get("name"), width=m.get("width"), height=m.get("height"))
+                 name=m.get("name"), width=m.get("width"), height=m.get("height"),
+                 sop_instance_uid=_text(m.get("sop_instance_uid")),
+                 frames=m.get("frames") if isinstance(m.get("frames"), int) else None)
         for k, m in enumerate(item.media or [])
         if isinstance(m, dict)
     ]
+    attributes = item.attributes if isinstance(item.attributes, dict) else {}
     return ItemOut(
         id=item.id, external_id=item.external_id, kind=item.kind, status=item.status,
         modality=item.modality, body_part=item.body_part, site=item.site,
         manufacturer=item.manufacturer, age_band=item.age_band, sex=item.sex, media=media,
+        study_instance_uid=_text(attributes.get("study_instance_uid")),
+        series_instance_uid=_text(attributes.get("series_instance_uid")),
         created_at=item.created_at,
     )
+
+
+def _text(value: Any) -> str | None:
+    """``value`` when it is a non-empty string, else ``None``."""
+    return value if isinstance(value, str) and value else None
 
 
 def annotation_out(row: Annotation, names: dict[int, str]) -> AnnotationOut:
