@@ -123,3 +123,20 @@ def test_policy_fields_are_validated() -> None:
     with pytest.raises(InputError) as unknown:
         parse_policy("workflow: consensus\nactive_learning: {wieght: 1}\n")
     assert unknown.value.field == "active_learning.wieght"
+
+
+def test_reprioritise_command(workspace: Workspace) -> None:
+    from typer.testing import CliRunner
+
+    from truthset.cli.main import app
+
+    make_project(workspace, "workflow: consensus\nk: 2\nactive_learning: {weight_model: 1.0}\n",
+                 n_items=3)
+    with workspace.unit("admin") as s:
+        _model_run(s, projects.get_project(s, "chest"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["task", "reprioritise", "chest", "-w", str(workspace.root)])
+    assert result.exit_code == 0 and "4 open read tasks of 'chest'" in result.output
+    missing = runner.invoke(app, ["task", "reprioritise", "nope", "-w", str(workspace.root)])
+    assert missing.exit_code != 0 and "nope" in missing.output
+    assert _order(workspace, "r0", 1) == ["i02"]

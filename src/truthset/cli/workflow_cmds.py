@@ -138,6 +138,17 @@ def task_release_expired(project: Project, workspace: WorkspaceOption = None,
     console.print(f"{n} expired leases returned to the pool")
 
 
+@task_app.command("reprioritise")
+@handle_errors
+def task_reprioritise(project: Project, workspace: WorkspaceOption = None,
+                      actor: ActorOption = None) -> None:
+    """Recompute the priority of open read tasks (after a new model run; the policy's
+    active_learning term included)."""
+    with open_workspace(workspace) as ws, ws.unit(actor_name(actor)) as s:
+        n = queue.reprioritise(s, projects.get_project(s, project))
+    console.print(f"{n} open read tasks of {project!r} changed priority")
+
+
 @task_app.command("next")
 @handle_errors
 def task_next(project: Project, reader: Reader, as_json: AsJson = False,
