@@ -416,6 +416,9 @@ EXPECT: dict[str, list[Probe]] = {
     "GET /api/v1/projects/{key}/agreement": [
         Probe("/api/v1/projects/alpha/agreement?metric=percent", OVERSEE),
     ],
+    "GET /api/v1/projects/{key}/agreement/classes": [
+        Probe("/api/v1/projects/alpha/agreement/classes?n_boot=100", OVERSEE),
+    ],
     # -- background jobs and pre-labelling oversight --
     "GET /api/v1/projects/{key}/jobs": [
         Probe("/api/v1/projects/alpha/jobs", MANAGE | AUDITORS),
@@ -459,6 +462,9 @@ EXPECT: dict[str, list[Probe]] = {
     "POST /api/v1/projects/{key}/tasks/{task_id}/submit": [
         Probe("/api/v1/projects/alpha/tasks/999999/submit", READERS, ok=(404,),
               kwargs={"json": {"payload": {"label": "normal"}}}, label="unknown task"),
+    ],
+    "GET /api/v1/projects/{key}/queue": [
+        Probe("/api/v1/projects/alpha/queue", MANAGE | AUDITORS),
     ],
     "POST /api/v1/projects/{key}/tasks/{task_id}/skip": [
         Probe("/api/v1/projects/alpha/tasks/999999/skip", READERS, ok=(404,),

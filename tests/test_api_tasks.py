@@ -4,13 +4,14 @@ refusals answered and audited, blinding kept."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from test_api_support import Seeded, bearer, client, seed
-from truthset.store.models import AuditEvent, Task
+from truthset.store.models import AuditEvent, Escalation, Task, utcnow
 from truthset.workspace.workspace import Workspace
 
 BASE = "/api/v1/projects/alpha"
@@ -187,3 +188,31 @@ def test_flag_escalates_without_recording_a_read(workspace: Workspace,
     r = c.post(f"{BASE}/tasks/{adj['task_id']}/flag", json={"reason": "x"},
                headers=h["adjudicator"])
     assert r.status_code == 409
+
+
+def test_queue_overview_counts_ages_and_overdue(workspace: Workspace, seeded: Seeded) -> None:
+    c = client(workspace)
+    h = {name: bearer(token) for name, token in seeded.tokens.items()}
+    c.put(f"{BASE}/policy", json={"text": POLICY}, headers=h["padmin"])
+    empty = c.get(f"{BASE}/queue", headers=h["manager"]).json()
+    assert empty["counts"] == [] and empty["stages"] == []
+    assert empty["escalations"] == {"open": 0, "overdue": 0}
+    assert c.get(f"{BASE}/queue", headers=h["annotator"]).status_code == 403
+    c.post(f"{BASE}/tasks/enqueue", json={}, headers=h["padmin"])
+    task = c.post(f"{BASE}/tasks/next", headers=h["annotator"]).json()["task"]
+    c.post(f"{BASE}/tasks/{task['task_id']}/flag", json={"reason": "blurred"},
+           headers=h["annotator"])
+    # Make the slots a day old and the escalation overdue.
+    with workspace.unit("test") as s:
+        s.execute(sa.update(Task).values(created_at=utcnow() - timedelta(days=1)))
+        s.execute(sa.update(Escalation).values(due_at=utcnow() - timedelta(hours=2)))
+    r = c.get(f"{BASE}/queue", headers=h["auditor"])
+    assert r.status_code == 200
+    body = r.json()
+    counts = {(x["stage"], x["status"]): x["n"] for x in body["counts"]}
+    assert counts == {("adjudicate", "open"): 1, ("annotate", "cancelled"): 1,
+                      ("annotate", "flagged"): 1, ("annotate", "open"): 2}
+    stages = {x["stage"]: x for x in body["stages"]}
+    assert stages["annotate"]["outstanding"] == 2 and stages["adjudicate"]["outstanding"] == 1
+    assert 23.9 < stages["annotate"]["oldest_age_hours"] < 24.5
+    assert body["escalations"] == {"open": 1, "overdue": 1}

@@ -9,7 +9,9 @@
 - :func:`requeue_for_guideline`: after a guideline change, send the items it affects back to be
   read again under the new version (their old consensus is superseded, old reads kept);
 - :func:`cost_report`: labels per item, reader-minutes per item and estimated accuracy, per
-  policy and per class.
+  policy and per class;
+- :func:`class_agreement`: agreement on each class against the rest (one-vs-rest) over the
+  readers' current labels, with bootstrap confidence intervals.
 
 Known-answer (gold, calibration) items are left out of the disagreement and cost figures
 (they are scored in :mod:`truthset.workflow.readers`).
@@ -29,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from truthset import audit
 from truthset.domain.errors import InputError
-from truthset.quality.agreement import cohen_kappa
+from truthset.quality.agreement import AgreementResult, cohen_kappa, per_class_agreement
 from truthset.store.models import (
     Consensus,
     Escalation,
@@ -41,6 +43,7 @@ from truthset.store.models import (
     TaskOutcome,
     utcnow,
 )
+from truthset.workflow.annotations import current_labels
 from truthset.workflow.queue import (
     ADJUDICATION_SOURCE,
     CANCELLED,
@@ -256,3 +259,26 @@ def cost_report(session: Session, project: Project) -> dict[str, pd.DataFrame]:
 
     return {"by_policy": summarise("policy"), "by_class": summarise("class"),
             "known_answer": overhead}
+
+
+def class_agreement(session: Session, project: Project, *, metric: str = "krippendorff",
+                    ci: float | None = 0.95, n_boot: int = 500,
+                    random_state: int = 0) -> dict[str, AgreementResult]:
+    """Agreement on each class against the rest (one-vs-rest) over every reader's current
+    label (:func:`truthset.workflow.annotations.current_labels`), with a percentile
+    bootstrap interval at ``ci`` (``None``: none) from ``n_boot`` resamples of items (seeded:
+    the same data gives the same interval). A class no label or every label uses comes back
+    with ``value=None`` and the reason.
+
+    Raises
+    ------
+    InputError
+        The project has no labels yet, an unknown metric, or a bad ``ci``/``n_boot``.
+    """
+    table = current_labels(session, project)
+    table = table[table["label"].notna()]
+    if table.empty:
+        raise InputError(f"project {project.key!r} has no labels yet", field="project")
+    result = per_class_agreement(table[["item", "annotator", "label"]], metric=metric, ci=ci,
+                                 n_boot=n_boot, random_state=random_state)
+    return {str(cls): value for cls, value in sorted(result.items(), key=lambda kv: str(kv[0]))}

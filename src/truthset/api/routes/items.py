@@ -43,6 +43,7 @@ from truthset.domain.errors import InputError, NotFoundError, PermissionDeniedEr
 from truthset.quality.agreement import LEVELS, METRICS, agreement
 from truthset.store.blobs import CHUNK
 from truthset.store.models import Annotation, Consensus, Item, User
+from truthset.workflow.analysis import class_agreement
 from truthset.workflow.annotations import current_labels, record_annotation
 from truthset.workflow.consensus import compute_consensus
 from truthset.workspace.imports import import_items
@@ -248,3 +249,21 @@ def project_agreement(
     result = agreement(table[["item", "annotator", "label"]], metric=metric, level=level,
                        ci=0.95 if ci else None, n_boot=500)
     return result.to_dict()
+
+
+@router.get("/agreement/classes", tags=["quality"])
+def project_class_agreement(
+    key: Key, ctx: CtxDep,
+    metric: Annotated[str, Query(max_length=32, description=(
+        "krippendorff (nominal), fleiss, ac1, percent or cohen (two readers)."))
+    ] = "krippendorff",
+    ci: Annotated[bool, Query(description="Bootstrap a 95% interval.")] = True,
+    n_boot: Annotated[int, Query(ge=100, le=5000, description="Bootstrap resamples.")] = 500,
+) -> dict[str, Any]:
+    """Agreement on each class against the rest (one-vs-rest) over the readers' current
+    labels, with a 95% percentile bootstrap interval per class."""
+    project, _ = load_project(ctx, key, Action.AGREEMENT_READ)
+    per_class = class_agreement(ctx.session, project, metric=metric,
+                                ci=0.95 if ci else None, n_boot=n_boot)
+    return {"metric": metric,
+            "classes": [{"class": name, **value.to_dict()} for name, value in per_class.items()]}

@@ -128,6 +128,39 @@ class SubmitOut(BaseModel):
     next_step: str
 
 
+class QueueCountOut(BaseModel):
+    """Slots of one stage in one status (``expired``: a lease that ran out)."""
+
+    stage: str
+    status: str
+    n: int
+
+
+class QueueStageOut(BaseModel):
+    """Outstanding (open or leased) slots of one stage and the age of the oldest."""
+
+    stage: str
+    outstanding: int
+    oldest_created_at: datetime | None
+    oldest_age_hours: float | None
+
+
+class QueueEscalationsOut(BaseModel):
+    """Open escalations and how many of them are past their deadline."""
+
+    open: int
+    overdue: int
+
+
+class QueueOverviewOut(BaseModel):
+    """The queue at a glance."""
+
+    as_of: datetime
+    counts: list[QueueCountOut]
+    stages: list[QueueStageOut]
+    escalations: QueueEscalationsOut
+
+
 class EscalationOut(BaseModel):
     """An escalated item with its deadline."""
 
@@ -250,6 +283,14 @@ def adjudicate_task(key: Key, task_id: TaskId, body: AdjudicationIn,
     project, _ = load_project(ctx, key, Action.ADJUDICATE)
     return _submit_out(queue.adjudicate(ctx.session, project, _me(ctx), task_id, body.payload,
                                         reason=body.reason, time_spent_s=body.time_spent_s))
+
+
+@router.get("/queue", response_model=QueueOverviewOut)
+def queue_overview(key: Key, ctx: CtxDep) -> QueueOverviewOut:
+    """Slots per stage and status, the oldest outstanding slot's age per stage, and the open
+    and overdue escalations (managers, administrators, auditors)."""
+    project, _ = load_project(ctx, key, Action.STATS_READ)
+    return QueueOverviewOut.model_validate(queue.queue_overview(ctx.session, project))
 
 
 @router.post("/tasks/{task_id}/skip", response_model=SubmitOut)

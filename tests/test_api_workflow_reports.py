@@ -1,0 +1,68 @@
+"""Workflow reports over HTTP: per-class agreement with bootstrap intervals, and cost per
+final label."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from test_api_support import Seeded, bearer, client, seed
+from truthset.store.models import Item
+from truthset.workflow.annotations import record_annotation
+from truthset.workspace import projects, users
+from truthset.workspace.workspace import Workspace
+
+BASE = "/api/v1/projects/alpha"
+POLICY = ("workflow: consensus\nk: 2\ntarget: 0.9\n"
+          "tiers: {annotate: 1, review: 1, adjudicate: 1}\n")
+
+
+@pytest.fixture
+def seeded(workspace: Workspace, tmp_path: Path) -> Seeded:
+    return seed(workspace, tmp_path)
+
+
+def _label(ws: Workspace, reads: dict[str, list[str]]) -> None:
+    """``reads``: reader -> labels of alpha's items in id order."""
+    with ws.unit("test") as s:
+        project = projects.get_project(s, "alpha")
+        items = list(s.scalars(select(Item).where(Item.project_id == project.id)
+                               .order_by(Item.id)))
+        for reader, labels in reads.items():
+            author = users.get_user(s, reader)
+            for item, label in zip(items, labels, strict=True):
+                record_annotation(s, project, item=item, author=author,
+                                  payload={"label": label})
+
+
+def test_class_agreement_with_intervals(workspace: Workspace, seeded: Seeded) -> None:
+    c = client(workspace)
+    h = {name: bearer(token) for name, token in seeded.tokens.items()}
+    url = f"{BASE}/agreement/classes"
+    r = c.get(url, headers=h["manager"])
+    assert r.status_code == 422 and r.json()["field"] == "project"
+    _label(workspace, {"annotator": ["normal", "nodule"], "annotator2": ["normal", "nodule"],
+                       "reviewer": ["normal", "effusion"]})
+    assert c.get(url, headers=h["annotator"]).status_code == 403
+    r = c.get(f"{url}?metric=nope", headers=h["manager"])
+    assert r.status_code == 422 and r.json()["field"] == "metric"
+    assert c.get(f"{url}?n_boot=5", headers=h["manager"]).status_code == 422
+    r = c.get(f"{url}?n_boot=200", headers=h["auditor"])
+    assert r.status_code == 200
+    body = r.json()
+    assert body["metric"] == "krippendorff"
+    rows = {x["class"]: x for x in body["classes"]}
+    assert sorted(rows) == ["effusion", "nodule", "normal"]
+    # "normal" against the rest splits the items the same way for every reader.
+    assert rows["normal"]["value"] == pytest.approx(1.0)
+    assert rows["nodule"]["value"] < 1.0 and rows["nodule"]["n_items"] == 2
+    assert all(x["n_boot"] == 200 and x["confidence"] == 0.95 for x in body["classes"])
+    low, high = rows["nodule"]["ci"]
+    assert -1.0 <= low <= high <= 1.0
+    # Deterministic: the same data gives the same intervals.
+    assert c.get(f"{url}?n_boot=200", headers=h["auditor"]).json() == body
+    plain = c.get(f"{url}?ci=false&metric=percent", headers=h["manager"]).json()
+    assert all(x["ci"] is None for x in plain["classes"])
+    assert {x["class"]: x["value"] for x in plain["classes"]}["normal"] == pytest.approx(1.0)
