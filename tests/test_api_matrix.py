@@ -463,6 +463,9 @@ EXPECT: dict[str, list[Probe]] = {
         Probe("/api/v1/projects/alpha/tasks/999999/submit", READERS, ok=(404,),
               kwargs={"json": {"payload": {"label": "normal"}}}, label="unknown task"),
     ],
+    "GET /api/v1/projects/{key}/cost": [
+        Probe("/api/v1/projects/alpha/cost", MANAGE | AUDITORS),
+    ],
     "GET /api/v1/projects/{key}/queue": [
         Probe("/api/v1/projects/alpha/queue", MANAGE | AUDITORS),
     ],

@@ -66,3 +66,29 @@ def test_class_agreement_with_intervals(workspace: Workspace, seeded: Seeded) ->
     plain = c.get(f"{url}?ci=false&metric=percent", headers=h["manager"]).json()
     assert all(x["ci"] is None for x in plain["classes"])
     assert {x["class"]: x["value"] for x in plain["classes"]}["normal"] == pytest.approx(1.0)
+
+
+def test_cost_per_final_label(workspace: Workspace, seeded: Seeded) -> None:
+    c = client(workspace)
+    h = {name: bearer(token) for name, token in seeded.tokens.items()}
+    c.put(f"{BASE}/policy", json={"text": POLICY}, headers=h["padmin"])
+    empty = c.get(f"{BASE}/cost", headers=h["manager"])
+    assert empty.status_code == 200
+    assert empty.json() == {"by_policy": [], "by_class": [],
+                            "known_answer": {"reads": 0, "minutes": 0.0}}
+    assert c.get(f"{BASE}/cost", headers=h["annotator"]).status_code == 403
+    c.post(f"{BASE}/tasks/enqueue", json={}, headers=h["padmin"])
+    # Both items read twice and agreed on: two final labels, two reads each.
+    for reader, spent in (("annotator", 60), ("annotator2", 120)):
+        for _ in range(2):
+            task = c.post(f"{BASE}/tasks/next", headers=h[reader]).json()["task"]
+            r = c.post(f"{BASE}/tasks/{task['task_id']}/submit",
+                       json={"payload": {"label": "normal"}, "time_spent_s": spent},
+                       headers=h[reader])
+            assert r.status_code == 200
+    body = c.get(f"{BASE}/cost", headers=h["auditor"]).json()
+    assert [row["group"] for row in body["by_class"]] == ["normal"]
+    row = body["by_policy"][0]
+    assert row["group"].endswith("v1") and row["items"] == 2
+    assert row["labels_per_item"] == 2.0 and row["minutes_per_item"] == pytest.approx(3.0)
+    assert row["adjudicated"] == 0.0 and 0.0 < row["est_accuracy"] <= 1.0

@@ -23,7 +23,7 @@ from truthset.api.routes.common import KEY_PATTERN, PREFIX, load_project, load_u
 from truthset.auth.policy import Action
 from truthset.domain.errors import InputError, NotFoundError, PermissionDeniedError
 from truthset.store.models import User
-from truthset.workflow import escalations, policies, queue
+from truthset.workflow import analysis, escalations, policies, queue
 from truthset.workflow import readers as rd
 
 log = logging.getLogger("truthset.api")
@@ -161,6 +161,32 @@ class QueueOverviewOut(BaseModel):
     escalations: QueueEscalationsOut
 
 
+class CostRowOut(BaseModel):
+    """Cost and estimated quality of the final labels of one policy version or one class."""
+
+    group: str
+    items: int
+    labels_per_item: float
+    minutes_per_item: float
+    est_accuracy: float | None
+    adjudicated: float
+
+
+class KnownAnswerCostOut(BaseModel):
+    """Reads spent on gold and calibration items, and their reader-minutes."""
+
+    reads: int
+    minutes: float
+
+
+class CostOut(BaseModel):
+    """Cost per final label, by policy version and by final class."""
+
+    by_policy: list[CostRowOut]
+    by_class: list[CostRowOut]
+    known_answer: KnownAnswerCostOut
+
+
 class EscalationOut(BaseModel):
     """An escalated item with its deadline."""
 
@@ -291,6 +317,29 @@ def queue_overview(key: Key, ctx: CtxDep) -> QueueOverviewOut:
     and overdue escalations (managers, administrators, auditors)."""
     project, _ = load_project(ctx, key, Action.STATS_READ)
     return QueueOverviewOut.model_validate(queue.queue_overview(ctx.session, project))
+
+
+def _cost_rows(frame: Any) -> list[CostRowOut]:
+    return [CostRowOut(group=str(group), items=int(row["items"]),
+                       labels_per_item=float(row["labels_per_item"]),
+                       minutes_per_item=float(row["minutes_per_item"]),
+                       est_accuracy=_none(float(row["est_accuracy"])),
+                       adjudicated=float(row["adjudicated"]))
+            for group, row in frame.iterrows()]
+
+
+@router.get("/cost", response_model=CostOut)
+def cost(key: Key, ctx: CtxDep) -> CostOut:
+    """Cost per final label: items, labels and reader-minutes per item, estimated accuracy and
+    the adjudicated share, by policy version and by class; and the known-answer overhead
+    (managers, administrators, auditors)."""
+    project, _ = load_project(ctx, key, Action.STATS_READ)
+    report = analysis.cost_report(ctx.session, project)
+    known = report["known_answer"].iloc[0]
+    return CostOut(by_policy=_cost_rows(report["by_policy"]),
+                   by_class=_cost_rows(report["by_class"]),
+                   known_answer=KnownAnswerCostOut(reads=int(known["reads"]),
+                                                   minutes=float(known["minutes"])))
 
 
 @router.post("/tasks/{task_id}/skip", response_model=SubmitOut)
