@@ -173,3 +173,67 @@ export async function escalations(project: string, status: 'open' | 'all' = 'ope
     throw err;
   }
 }
+
+/** Give back a task you hold unread: the slot returns to the pool and you are not offered
+ * the item again. */
+export function skipTask(project: string, task: Task): Promise<{ next_step: string }> {
+  return post(`/projects/${project}/tasks/${task.id}/skip`);
+}
+
+/** Flag a task you hold as unclear: no read is recorded, the item goes to adjudication with
+ * the reason. */
+export function flagTask(project: string, task: Task, reason: string): Promise<{ next_step: string }> {
+  return post(`/projects/${project}/tasks/${task.id}/flag`, { reason });
+}
+
+export interface QueueOverview {
+  as_of: string;
+  counts: { stage: string; status: string; n: number }[];
+  stages: { stage: string; outstanding: number; oldest_created_at: string | null; oldest_age_hours: number | null }[];
+  escalations: { open: number; overdue: number };
+}
+
+export interface CostRow {
+  group: string;
+  items: number;
+  labels_per_item: number;
+  minutes_per_item: number;
+  est_accuracy: number | null;
+  adjudicated: number;
+}
+
+export interface CostReport {
+  by_policy: CostRow[];
+  by_class: CostRow[];
+  known_answer: { reads: number; minutes: number };
+}
+
+export interface ClassAgreement {
+  metric: string;
+  classes: { class: string; value: number | null; ci: [number, number] | null; n_items: number; reason: string | null }[];
+}
+
+async function orNull<T>(path: string): Promise<T | null> {
+  try {
+    return await get<T>(path);
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 403 || err.status === 404)) return null;
+    throw err;
+  }
+}
+
+/** Slots per stage and status, oldest outstanding slot per stage, overdue escalations; null
+ * when not allowed (managers, admins, auditors only). */
+export function queueOverview(project: string): Promise<QueueOverview | null> {
+  return orNull<QueueOverview>(`/projects/${project}/queue`);
+}
+
+/** Cost per final label by policy version and by class; null when not allowed. */
+export function costReport(project: string): Promise<CostReport | null> {
+  return orNull<CostReport>(`/projects/${project}/cost`);
+}
+
+/** One-vs-rest agreement per class with 95% bootstrap intervals; null when not allowed. */
+export function classAgreement(project: string): Promise<ClassAgreement | null> {
+  return orNull<ClassAgreement>(`/projects/${project}/agreement/classes?metric=krippendorff&ci=true`);
+}

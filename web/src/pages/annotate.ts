@@ -3,9 +3,9 @@
 import { ApiError, get, type Annotation, type Item, type Payload } from '../api';
 import type { Cleanup, PageCtx } from '../main';
 import { navigate } from '../main';
-import { fail, fmtTime, h, notify, typing } from '../ui';
+import { askReason, fail, fmtTime, h, notify, typing } from '../ui';
 import { mountWorkspace, projectRules, type Workspace } from '../workspace';
-import { tasksApi, usesWorkflow, type Task } from '../tasks';
+import { flagTask, skipTask, tasksApi, usesWorkflow, type Task } from '../tasks';
 
 /** The annotate page: your next task (or, outside the workflow, the item in `?item=`). */
 export async function annotatePage(root: HTMLElement, ctx: PageCtx): Promise<Cleanup> {
@@ -33,7 +33,9 @@ export async function annotatePage(root: HTMLElement, ctx: PageCtx): Promise<Cle
         h('a', { href: `/annotate?project=${project}&item=${t.item_id}` }, `Item ${t.item_id}`)))) : h('p.muted', null, 'Every item has your label.'));
   };
 
+  let currentTask: Task | null = null;
   const open = async (task: Task | null, reason = '') => {
+    currentTask = task;
     ws?.destroy();
     ws = null;
     host.replaceChildren();
@@ -57,12 +59,16 @@ export async function annotatePage(root: HTMLElement, ctx: PageCtx): Promise<Cle
     const submit = h('button.primary#submit', { onclick: () => void doSubmit(), title: 'Submit (Enter)' }, 'Submit ⏎');
     const skip = h('button#skip', {
       onclick: () => void doSkip(),
-      disabled: api.mode === 'tasks',
-      title: api.mode === 'tasks' ? 'The task service has no skip yet: the lease returns the task to the pool when it runs out' : 'Next item without labelling this one (S)',
+      disabled: task.stage === 'calibrate',
+      title: task.stage === 'calibrate' ? 'Calibration cases cannot be skipped'
+        : api.mode === 'tasks' ? 'Give the task back unread: another reader takes it and you are not offered this item again (S)'
+          : 'Next item without labelling this one (S)',
     }, 'Skip');
     const flag = h('button#flag', {
-      disabled: true,
-      title: 'Flagging an item as unclear needs a flag endpoint the server does not offer yet; ask your reviewer',
+      onclick: () => void doFlag(),
+      disabled: api.mode !== 'tasks',
+      title: api.mode === 'tasks' ? 'Flag the item as unclear: no label is recorded and it goes to a senior reader with your reason'
+        : 'Flagging needs the workflow (this project is labelled item by item)',
     }, 'Flag unclear');
     const draftHint = task.context?.draft ? h('p.muted', null, `Model draft: ${task.context.draft.label} — accept it or choose another class.`) : null;
     const actions = h('div.actions', null,
@@ -104,9 +110,14 @@ export async function annotatePage(root: HTMLElement, ctx: PageCtx): Promise<Cle
       }
     }
     async function doSkip(): Promise<void> {
-      if (busy || api.mode === 'tasks') return;
+      if (busy || skip.disabled) return;
       busy = true;
       try {
+        if (api.mode === 'tasks') {
+          const out = await skipTask(project, task!);
+          ws?.done();
+          notify(`Item ${item.id} skipped. ${out.next_step}`, 'ok');
+        }
         const next = await api.next(item.id);
         await open(next.task, next.reason);
       } catch (err) {
@@ -116,6 +127,25 @@ export async function annotatePage(root: HTMLElement, ctx: PageCtx): Promise<Cle
       }
     }
   };
+
+  async function doFlag(): Promise<void> {
+    const current = currentTask;
+    if (busy || !current || api.mode !== 'tasks') return;
+    const reason = await askReason('Why is this item unclear?', 'e.g. motion artefact, wrong body part (required)');
+    if (reason === null || !reason.trim()) return;
+    busy = true;
+    try {
+      const out = await flagTask(project, current, reason.trim());
+      ws?.done();
+      notify(`Item ${current.item_id} flagged. ${out.next_step}`, 'ok');
+      const next = await api.next(current.item_id);
+      await open(next.task, next.reason);
+    } catch (err) {
+      fail(err);
+    } finally {
+      busy = false;
+    }
+  }
 
   const onKey = (e: KeyboardEvent) => {
     if (typing(e) || document.querySelector('dialog[open]') || !ws) return;

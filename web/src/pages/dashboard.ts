@@ -5,7 +5,7 @@ import { barChart, heatmap, lineChart, type Bar } from '../charts';
 import type { Cleanup, PageCtx } from '../main';
 import { fail, fmtNum, fmtTime, h, table } from '../ui';
 import { projectRules } from '../workspace';
-import { escalations, readerSummaries } from '../tasks';
+import { classAgreement, costReport, escalations, queueOverview, readerSummaries } from '../tasks';
 
 interface AgreementOut {
   metric: string;
@@ -76,6 +76,58 @@ export async function dashboardPage(root: HTMLElement, ctx: PageCtx): Promise<Cl
       bars.length ? barChart(bars, { domain: [Math.min(0, ...bars.map((b) => b.lo ?? b.value)), 1] }) : h('p.muted', null, 'Not enough overlapping reads yet.'),
       table(['coefficient', 'level', 'value', '95% CI', 'items', 'note'], rows)));
   })().catch(fail);
+
+  // -- agreement per class (one-vs-rest, bootstrap intervals) ---------------------------------
+  if (rules.schema.definition.kind === 'classification') {
+    const perClass = panel('Agreement per class (one-vs-rest alpha, 95% bootstrap intervals)', h('p.muted', null, 'Computing…'));
+    grid.append(perClass);
+    void classAgreement(project).then((r) => {
+      if (!r) {
+        perClass.remove();
+        return;
+      }
+      const defined = r.classes.filter((c) => c.value !== null);
+      perClass.lastElementChild!.replaceWith(h('div#class-agreement', null,
+        defined.length ? barChart(defined.map((c) => ({ label: c.class, value: c.value!, lo: c.ci?.[0], hi: c.ci?.[1] })),
+          { domain: [Math.min(0, ...defined.map((c) => c.ci?.[0] ?? c.value!)), 1] }) : null,
+        table(['class', 'alpha', '95% CI', 'items', 'note'], r.classes.map((c) => [
+          c.class, fmtNum(c.value), c.ci ? `[${fmtNum(c.ci[0])}, ${fmtNum(c.ci[1])}]` : '—', String(c.n_items), c.reason ?? '',
+        ]))));
+    }).catch((err) => {
+      if (err instanceof ApiError && (err.status === 400 || err.status === 422)) {
+        perClass.lastElementChild!.replaceWith(h('p.muted', null, err.detail));
+        return;
+      }
+      fail(err);
+    });
+  }
+
+  // -- queue and cost (managers, admins, auditors) ----------------------------------------------
+  const [overview, cost] = await Promise.all([queueOverview(project), costReport(project)]);
+  if (overview) {
+    const stages = [...new Set(overview.counts.map((c) => c.stage))];
+    const statuses = [...new Set(overview.counts.map((c) => c.status))];
+    const count = (stage: string, status: string) => overview.counts.find((c) => c.stage === stage && c.status === status)?.n ?? 0;
+    grid.append(panel('Queue',
+      h('p#queue-escalations', null, `open escalations: ${overview.escalations.open} · overdue: ${overview.escalations.overdue}`),
+      overview.stages.length ? barChart(overview.stages.map((st) => ({ label: `${st.stage} (${st.outstanding})`, value: st.oldest_age_hours ?? 0 })),
+        { format: (v) => `${v.toFixed(1)} h` }) : h('p.muted', null, 'Nothing outstanding.'),
+      stages.length ? table(['stage', ...statuses, 'oldest outstanding'], stages.map((st) => [
+        st, ...statuses.map((x) => String(count(st, x))),
+        fmtTime(overview.stages.find((o) => o.stage === st)?.oldest_created_at ?? null),
+      ])) : h('p.muted', null, 'No tasks yet.')));
+  }
+  if (cost) {
+    const rows = (list: typeof cost.by_policy) => list.map((r) => [
+      r.group, String(r.items), fmtNum(r.labels_per_item, 2), fmtNum(r.minutes_per_item, 2), fmtNum(r.est_accuracy, 3), `${(100 * r.adjudicated).toFixed(0)}%`,
+    ]);
+    const heads = ['items', 'labels / item', 'reader-minutes / item', 'est. accuracy', 'adjudicated'];
+    grid.append(panel('Cost per final label',
+      cost.by_policy.length ? h('div#cost', null,
+        table(['policy', ...heads], rows(cost.by_policy)),
+        table(['class', ...heads], rows(cost.by_class))) : h('p.muted', null, 'No final labels yet.'),
+      h('p.muted', null, `known-answer overhead: ${cost.known_answer.reads} reads, ${fmtNum(cost.known_answer.minutes, 1)} reader-minutes`)));
+  }
 
   // -- readers' known-answer figures and escalations (the workflow service) ---------------------
   const [skills, escalated] = await Promise.all([readerSummaries(project), escalations(project, 'all')]);
