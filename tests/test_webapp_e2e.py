@@ -56,7 +56,8 @@ def browser() -> Iterator[Any]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     workspace = build_box_project(tmp_path_factory.mktemp("e2e"))
     items = {key: add_workflow_project(workspace, key=key, policy=policy)
-             for key, policy in (("findings", CONSENSUS_POLICY), ("triage", REVIEW_POLICY))}
+             for key, policy in (("findings", CONSENSUS_POLICY), ("triage", REVIEW_POLICY),
+                                 ("unclear", CONSENSUS_POLICY))}
     items["volumes"] = add_series_project(workspace)
     with workspace, live_server(workspace) as live:
         live.items = items  # type: ignore[attr-defined]
@@ -243,6 +244,47 @@ def test_reviewer_corrects_a_read_in_the_browser(browser: Any, server: Any) -> N
     assert final["status"] == "final" and final["label"] == {"label": "nodule"}
     corrected = next(r for r in reads if r["id"] == final["input_annotation_ids"][0])
     assert corrected["author"] == "rita" and corrected["parent_id"] is not None
+
+
+def test_skip_and_flag_in_the_browser(browser: Any, server: Any) -> None:
+    item = server.items["unclear"]
+    # Ana skips: the task goes back to the pool and she is not offered the item again.
+    page = sign_in(browser, server, "ana", "/annotate?project=unclear")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    page.keyboard.press("s")
+    page.wait_for_selector("#queue-empty", timeout=10000)
+    assert not page.errors
+    page.close()
+    # Ben flags it as unclear with a reason: no read, the item goes to adjudication.
+    page = sign_in(browser, server, "ben", "/annotate?project=unclear")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    page.click("#flag")
+    page.fill("#reason-input", "Motion artefact over the lung base.")
+    page.click("#reason-ok")
+    page.wait_for_selector("#queue-empty", timeout=10000)
+    assert not page.errors
+    page.close()
+
+    client = api(server, "max")
+    try:
+        reads = client.get(f"/projects/unclear/items/{item}/annotations").json()["items"]
+        escalated = client.get("/projects/unclear/escalations").json()
+    finally:
+        client.close()
+    assert reads == []
+    assert [e["reason"] for e in escalated] == [
+        "unclear at annotate: Motion artefact over the lung base."]
+
+    # The manager's dashboards show the queue, cost and per-class agreement panels.
+    page = sign_in(browser, server, "max", "/dashboard?project=unclear")
+    page.wait_for_selector("#queue-escalations:has-text('open escalations: 1')", timeout=20000)
+    page.wait_for_selector("#dashboards .panel:has-text('Queue') table", timeout=20000)
+    page.wait_for_selector("#dashboards .panel:has-text('Cost per final label')", timeout=20000)
+    page.wait_for_selector(
+        "#dashboards .panel:has-text('Agreement per class') p:has-text('no labels yet')",
+        timeout=20000)
+    assert not page.errors
+    page.close()
 
 
 def test_releases_dashboards_and_audit_pages(browser: Any, server: Any) -> None:
