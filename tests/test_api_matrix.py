@@ -267,6 +267,16 @@ def _own_projects_only(world: World, caller: str, reply: Any) -> None:
     assert expected <= keys and (caller in GLOBAL_AUDIT or keys == expected), keys
 
 
+def _filtered_events(world: World, caller: str, reply: Any) -> None:
+    items = reply.json()["items"]
+    with world.ws.sessions() as s:
+        alpha = projects.get_project(s, "alpha").id
+    assert items, "the seeded annotations of alpha left no create events"
+    assert all(e["action"] == "create" and e["entity_type"] == "annotations"
+               and e["project_id"] == alpha for e in items)
+    assert [e["seq"] for e in items] == sorted((e["seq"] for e in items), reverse=True)
+
+
 #: A STOW-RS request's content type.
 STOW_TYPE = 'multipart/related; type="application/dicom"; boundary=b'
 
@@ -537,6 +547,9 @@ EXPECT: dict[str, list[Probe]] = {
     "GET /api/v1/audit/events": [
         Probe("/api/v1/audit/events?project=alpha", MANAGE | AUDITORS, label="one project"),
         Probe("/api/v1/audit/events", GLOBAL_AUDIT, label="every project"),
+        Probe("/api/v1/audit/events?project=alpha&action=create&entity_type=annotations"
+              "&since=2000-01-01&order=desc", MANAGE | AUDITORS, check=_filtered_events,
+              label="filtered"),
     ],
     "GET /api/v1/audit/verify": [Probe("/api/v1/audit/verify", GLOBAL_AUDIT)],
     "GET /api/v1/audit/head": [Probe("/api/v1/audit/head", GLOBAL_AUDIT)],

@@ -53,11 +53,17 @@ def paginate(
     *,
     cursor: str | None,
     limit: int,
+    descending: bool = False,
 ) -> tuple[Sequence[Any], str | None]:
-    """One page of ``stmt`` ordered by the integer column ``key``: rows after the cursor, and
-    the cursor of the next page (``None`` on the last)."""
+    """One page of ``stmt`` ordered by the positive integer column ``key``: rows after the
+    cursor, and the cursor of the next page (``None`` on the last). ``descending`` walks from
+    the largest key down (a cursor then points below the last row shown)."""
     after = decode_cursor(cursor)
-    rows = session.scalars(stmt.where(key > after).order_by(key).limit(limit + 1)).all()
+    if descending:
+        page = stmt.where(key < after) if after else stmt
+        rows = session.scalars(page.order_by(key.desc()).limit(limit + 1)).all()
+    else:
+        rows = session.scalars(stmt.where(key > after).order_by(key).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(int(getattr(rows[-1], key.key))) if more and rows else None

@@ -9,9 +9,11 @@ from truthset.audit.chain import (
     verify_chain,
 )
 from truthset.audit.log import append_events, install, iter_events, record, stored_head, verify
+from truthset.audit.query import AuditFilter, parse_instant, select_events
 
 __all__ = [
     "GENESIS",
+    "AuditFilter",
     "ChainHead",
     "VerifyResult",
     "append_events",
@@ -19,7 +21,9 @@ __all__ = [
     "event_hash",
     "install",
     "iter_events",
+    "parse_instant",
     "record",
+    "select_events",
     "stored_head",
     "verify",
     "verify_chain",

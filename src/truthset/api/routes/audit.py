@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
 from truthset import audit
 from truthset.api.deps import CtxDep
@@ -30,16 +29,37 @@ def _event_out(row: AuditEvent) -> AuditEventOut:
 def list_events(
     ctx: CtxDep, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT,
     project: Annotated[str | None, Query(pattern=KEY_PATTERN)] = None,
+    actor: Annotated[str | None, Query(max_length=100, description="Exactly this actor "
+                                       "(user name, or `system`).")] = None,
+    action: Annotated[str | None, Query(max_length=64, description="Exactly this action, "
+                                        "e.g. `create`, `update`, `login`, `denied`.")] = None,
+    entity_type: Annotated[str | None, Query(max_length=64, description="Exactly this entity "
+                                             "type (a table name such as `annotations`, or "
+                                             "e.g. `release`).")] = None,
+    entity_id: Annotated[str | None, Query(max_length=100, description="Exactly this entity "
+                                           "id.")] = None,
+    since: Annotated[str | None, Query(max_length=40, description="ISO 8601 date or date-time "
+                                       "(UTC unless it has an offset); events at or after "
+                                       "it.")] = None,
+    until: Annotated[str | None, Query(max_length=40, description="ISO 8601 date or date-time "
+                                       "(UTC unless it has an offset); events before it.")]
+    = None,
+    order: Annotated[Literal["asc", "desc"], Query(description="`asc`: oldest first; `desc`: "
+                                                   "newest first.")] = "asc",
 ) -> Page[AuditEventOut]:
-    """Audit events in sequence order: one project's (its managers and auditors) or all
-    (administrators and global auditors)."""
-    stmt = select(AuditEvent)
+    """Audit events matching every filter given, in sequence order: one project's (its
+    managers and auditors) or all (administrators and global auditors)."""
+    project_id = None
     if project is not None:
         found, _ = load_project(ctx, project, Action.AUDIT_READ)
-        stmt = stmt.where(AuditEvent.project_id == found.id)
+        project_id = found.id
     else:
         policy.authorize(ctx.session, ctx.principal, Action.AUDIT_READ_ALL)
-    rows, nxt = paginate(ctx.session, stmt, AuditEvent.seq, cursor=cursor, limit=limit)
+    where = audit.AuditFilter.parse(project_id=project_id, actor=actor, action=action,
+                                    entity_type=entity_type, entity_id=entity_id,
+                                    since=since, until=until)
+    rows, nxt = paginate(ctx.session, audit.select_events(where), AuditEvent.seq,
+                         cursor=cursor, limit=limit, descending=order == "desc")
     return Page[AuditEventOut](items=[_event_out(r) for r in rows], next_cursor=nxt)
 
 
