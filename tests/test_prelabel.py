@@ -30,7 +30,14 @@ from truthset.prelabel.output import (
     encode_mask,
     payload_masks,
 )
-from truthset.store.models import Annotation, ClassAutomation, Item, PrelabelDraft, User
+from truthset.store.models import (
+    Annotation,
+    ClassAutomation,
+    DraftOutcome,
+    Item,
+    PrelabelDraft,
+    User,
+)
 from truthset.workflow.annotations import record_annotation
 from truthset.workspace import imports, projects, users
 from truthset.workspace.workspace import Workspace
@@ -387,12 +394,16 @@ def test_acceptance_is_tracked_and_drafting_pauses_until_a_manager_resumes(
     smaller[4:6] = False  # the reader trims two rows: Dice = 2*60/(80+60)
     _read(workspace, 1, drafts[1])  # accepted unchanged
     _read(workspace, 2, {"objects": [{"label": "lesion", "mask": enc(smaller)}]})  # edited
-    _read(workspace, 3, {"objects": []})  # rejected
+    with workspace.sessions() as s:  # recorded as each read was stored; 2 < min_decisions
+        assert s.scalar(sa.select(sa.func.count()).select_from(DraftOutcome)) == 2
+        assert acceptance.paused_classes(s, projects.get_project(s, "p")) == set()
+    _read(workspace, 3, {"objects": []})  # rejected: 1 of 3 accepted < 60 %: paused now
+    with workspace.sessions() as s:
+        assert acceptance.paused_classes(s, projects.get_project(s, "p")) == {"lesion"}
     _read(workspace, 4, {"objects": [{"label": "cyst", "mask": enc(square)}]})  # rejected
     with workspace.unit("system") as s:
         p = projects.get_project(s, "p")
-        n_new, paused = acceptance.track(s, p)
-        assert n_new == 4 and [c.class_name for c in paused] == ["lesion"]
+        assert acceptance.track(s, p) == (0, [])  # nothing missed, nothing counted twice
         report = {r.class_name: r for r in acceptance.acceptance_report(s, p)}
         lesion = report["lesion"]
         assert (lesion.accepted, lesion.edited, lesion.rejected) == (1, 1, 2)
@@ -418,6 +429,7 @@ def test_acceptance_is_tracked_and_drafting_pauses_until_a_manager_resumes(
         assert (row.status, row.decided_by) == ("active", "boss")
         # old outcomes no longer count against the class
         assert acceptance.evaluate_automation(s, p) == []
+    with workspace.sessions() as s:  # audit events join the chain when their unit commits
         events = [e for e in audit.iter_events(s) if e["action"].startswith("prelabel.")]
         assert [e["action"] for e in events] == ["prelabel.pause", "prelabel.resume"]
         assert audit.verify(s).ok

@@ -19,6 +19,13 @@ class pauses — the class status row says so (the dashboard reads it) and an au
 Outcomes from before a resume do not count against the class again.
 
 The policy lives in ``project.settings["prelabel"]`` (:func:`set_acceptance_policy`).
+
+Outcomes are recorded when a read is stored, in its transaction
+(:func:`truthset.workflow.acceptance.record_read`, called by the queue and by
+``record_annotation``; the comparison itself is :func:`truthset.quality.drafts.compare_draft`).
+:func:`track` is the batch catch-up (reads stored before this existed, imports that bypass the
+services): it records only what is missing, so running it after submit-time tracking counts
+nothing twice.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
@@ -38,38 +44,13 @@ from truthset.auth.memberships import roles_in
 from truthset.domain.errors import InputError, PermissionDeniedError
 from truthset.domain.roles import Role
 from truthset.domain.schema import SchemaKind
-from truthset.prelabel.output import payload_boxes, payload_masks
-from truthset.quality.boxes import matched_f1
-from truthset.quality.masks import dice, iou
+from truthset.quality.drafts import OUTCOMES as OUTCOMES
+from truthset.quality.drafts import ClassOutcome, compare_draft
 from truthset.store.models import Annotation, ClassAutomation, DraftOutcome, Project, User
+from truthset.workflow import acceptance as wa
+from truthset.workflow.acceptance import AcceptancePolicy as AcceptancePolicy
+from truthset.workflow.acceptance import acceptance_policy as acceptance_policy
 from truthset.workspace.projects import rules
-
-OUTCOMES = ("accepted", "edited", "rejected")
-
-
-@dataclass(frozen=True)
-class AcceptancePolicy:
-    """When drafting pauses for a class."""
-
-    min_acceptance: float = 0.7
-    window: int = 50
-    min_decisions: int = 10
-    edit_tolerance: float = 0.9
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_acceptance <= 1:
-            raise InputError("min_acceptance must lie in [0, 1]", field="min_acceptance")
-        if self.window < 1 or self.min_decisions < 1 or self.min_decisions > self.window:
-            raise InputError("need 1 <= min_decisions <= window", field="window")
-        if not 0 <= self.edit_tolerance <= 1:
-            raise InputError("edit_tolerance must lie in [0, 1]", field="edit_tolerance")
-
-
-def acceptance_policy(project: Project) -> AcceptancePolicy:
-    """The project's acceptance policy (defaults where unset)."""
-    raw = (project.settings or {}).get("prelabel", {})
-    known = {k: raw[k] for k in asdict(AcceptancePolicy()) if k in raw}
-    return AcceptancePolicy(**known)
 
 
 def set_acceptance_policy(session: Session, project: Project, **changes: Any) -> AcceptancePolicy:
@@ -88,47 +69,19 @@ def set_acceptance_policy(session: Session, project: Project, **changes: Any) ->
 
 # -- comparing a draft with a read -------------------------------------------------------------
 def compare(kind: SchemaKind, draft: Mapping[str, Any], final: Mapping[str, Any]
-            ) -> list[tuple[str, str, float | None, float | None]]:
-    """Outcome per drafted class: ``(class, outcome, dice, iou)``."""
-    if kind == SchemaKind.CLASSIFICATION:
-        label = str(draft.get("label"))
-        same = final.get("label") == label
-        return [(label, "accepted" if same else "rejected", None, None)]
-    out: list[tuple[str, str, float | None, float | None]] = []
-    if kind == SchemaKind.MASK:
-        d_masks = payload_masks(draft)
-        f_masks = payload_masks(final)
-        for cls, dm in sorted(d_masks.items()):
-            fm = f_masks.get(cls)
-            if fm is None or not fm.any():
-                out.append((cls, "rejected", 0.0, 0.0))
-            elif fm.shape == dm.shape and np.array_equal(fm, dm):
-                out.append((cls, "accepted", 1.0, 1.0))
-            elif fm.shape != dm.shape:
-                out.append((cls, "edited", 0.0, 0.0))
-            else:
-                out.append((cls, "edited", dice(dm, fm), iou(dm, fm)))
-        return out
-    d_boxes = payload_boxes(draft)
-    f_boxes = payload_boxes(final)
-    for cls, db in sorted(d_boxes.items()):
-        fb = f_boxes.get(cls, [])
-        if not fb:
-            out.append((cls, "rejected", 0.0, 0.0))
-        elif sorted(map(tuple, fb)) == sorted(map(tuple, db)):
-            out.append((cls, "accepted", 1.0, 1.0))
-        else:
-            match = matched_f1(np.asarray(db), np.asarray(fb), 0.5)
-            mean_iou = float(np.mean([m[2] for m in match.matches])) if match.matches else 0.0
-            out.append((cls, "edited", match.f1, mean_iou))
-    return out
+            ) -> list[ClassOutcome]:
+    """Outcome per drafted class: ``(class, outcome, dice, iou)``
+    (:func:`truthset.quality.drafts.compare_draft`)."""
+    return compare_draft(kind, draft, final)
 
 
 def refresh_outcomes(session: Session, project: Project) -> list[DraftOutcome]:
-    """Record the outcome of every draft a reader has answered since the last refresh.
+    """Record the outcome of every draft a reader has answered and that has no outcome yet.
 
     A reader's answer is their latest (not superseded) human revision on an item that had a
-    model draft made before it; it is compared with the latest such draft.
+    model draft made before it; it is compared with the latest such draft. Reads stored through
+    the services have theirs already (:func:`truthset.workflow.acceptance.record_read`): this
+    is the catch-up for the others, and adds nothing for a read recorded before.
     """
     kind = rules(session, project).schema.kind
     child = aliased(Annotation)
@@ -153,12 +106,7 @@ def refresh_outcomes(session: Session, project: Project) -> list[DraftOutcome]:
         draft = before[-1]
         if (draft.id, read.id) in seen:
             continue
-        for cls, outcome, d_score, j_score in compare(kind, draft.payload, read.payload):
-            new.append(DraftOutcome(project_id=project.id, item_id=read.item_id,
-                                    draft_annotation_id=draft.id, final_annotation_id=read.id,
-                                    class_name=cls, outcome=outcome, dice=d_score,
-                                    iou=j_score))
-    session.add_all(new)
+        new.extend(wa.new_outcomes(session, project, draft, read, kind=kind))
     session.flush()
     return new
 
@@ -191,33 +139,25 @@ def paused_classes(session: Session, project: Project) -> set[str]:
     return {c for c, r in _status_rows(session, project).items() if r.status == "paused"}
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def acceptance_report(session: Session, project: Project) -> list[ClassAcceptance]:
-    """Per class: outcome counts, mean Dice/IoU of edits, and acceptance in the window."""
+    """Per class: outcome counts, mean Dice/IoU of edits, and acceptance in the window (the
+    window that pausing uses: :func:`truthset.workflow.acceptance.class_window`)."""
     policy = acceptance_policy(project)
     status = _status_rows(session, project)
     child = aliased(Annotation)
     rows = session.execute(
         select(DraftOutcome.class_name, DraftOutcome.outcome, DraftOutcome.dice,
-               DraftOutcome.iou, DraftOutcome.created_at, DraftOutcome.id)
+               DraftOutcome.iou)
         .outerjoin(child, child.parent_id == DraftOutcome.final_annotation_id)
         .where(DraftOutcome.project_id == project.id, child.id.is_(None))
         .order_by(DraftOutcome.id)).all()
-    frame = pd.DataFrame(rows, columns=["cls", "outcome", "dice", "iou", "at", "id"])
+    frame = pd.DataFrame(rows, columns=["cls", "outcome", "dice", "iou"])
     classes = sorted(set(frame["cls"]) | set(status))
     out = []
     for cls in classes:
         sub = frame[frame["cls"] == cls]
         row = status.get(cls)
-        since = sub
-        if row is not None and row.status == "active" and row.decided_by:
-            since = sub[[_utc(a) > _utc(row.updated_at) for a in sub["at"]]]
-        window = since.tail(policy.window)
-        ok = (window["outcome"] == "accepted") | (
-            (window["outcome"] == "edited") & (window["dice"].fillna(0) >= policy.edit_tolerance))
+        window = wa.class_window(session, project, cls, policy=policy, row=row)
         edits = sub[sub["outcome"] == "edited"]
         out.append(ClassAcceptance(
             class_name=cls, status=row.status if row else "active", n=len(sub),
@@ -227,8 +167,8 @@ def acceptance_report(session: Session, project: Project) -> list[ClassAcceptanc
             else None,
             mean_iou=float(edits["iou"].mean()) if len(edits) and edits["iou"].notna().any()
             else None,
-            window_n=len(window),
-            window_acceptance=float(ok.mean()) if len(window) else None,
+            window_n=window.n,
+            window_acceptance=window.acceptance,
             reason=row.reason if row else ""))
     return out
 
@@ -237,32 +177,16 @@ def evaluate_automation(session: Session, project: Project) -> list[ClassAccepta
     """Pause drafting of every class whose windowed acceptance fell below the threshold.
 
     Returns the classes paused by this call. A paused class stays paused here whatever its
-    acceptance does: only :func:`resume_class` resumes it.
+    acceptance does: only :func:`resume_class` resumes it. Each class is evaluated under its
+    acceptance lock, as at submit time (:func:`truthset.workflow.acceptance.evaluate_class`).
     """
     policy = acceptance_policy(project)
-    status = _status_rows(session, project)
-    paused = []
-    for acc in acceptance_report(session, project):
-        if acc.status == "paused" or acc.window_acceptance is None:
-            continue
-        if acc.window_n < policy.min_decisions or acc.window_acceptance >= policy.min_acceptance:
-            continue
-        reason = (f"acceptance {acc.window_acceptance:.0%} over the last {acc.window_n} drafts "
-                  f"is below the project threshold {policy.min_acceptance:.0%}")
-        row = status.get(acc.class_name)
-        if row is None:
-            row = ClassAutomation(project_id=project.id, class_name=acc.class_name)
-            session.add(row)
-        row.status, row.reason = "paused", reason
-        row.acceptance, row.window = acc.window_acceptance, acc.window_n
-        row.decided_by, row.updated_at = "system", datetime.now(UTC)
-        session.flush()
-        audit.record(session, action="prelabel.pause", entity_type="class_automation",
-                     entity_id=row.id, project_id=project.id,
-                     after={"class": acc.class_name, "acceptance": acc.window_acceptance,
-                            "window": acc.window_n, "threshold": policy.min_acceptance})
-        paused.append(acc)
-    return paused
+    classes = set(session.scalars(select(DraftOutcome.class_name).where(
+        DraftOutcome.project_id == project.id).distinct()))
+    wa.lock_classes(session, project, classes)
+    paused = {cls for cls in sorted(classes)
+              if wa.evaluate_class(session, project, cls, policy=policy) is not None}
+    return [r for r in acceptance_report(session, project) if r.class_name in paused]
 
 
 def track(session: Session, project: Project) -> tuple[int, list[ClassAcceptance]]:
@@ -292,7 +216,8 @@ def resume_class(session: Session, project: Project, class_name: str, *, manager
         raise PermissionDeniedError("only a project manager may resume drafting")
     if not note.strip():
         raise InputError("say why drafting may resume (a note is required)", field="note")
-    row = _status_rows(session, project).get(class_name)
+    wa.lock_classes(session, project, [class_name])
+    row = wa.status_row(session, project, class_name, for_update=True)
     if row is None or row.status != "paused":
         raise InputError(f"drafting of class {class_name!r} is not paused", field="class")
     row.status, row.reason = "active", note.strip()
@@ -310,18 +235,10 @@ def pause_class(session: Session, project: Project, class_name: str, *, manager:
     if not _is_manager(session, manager, project):
         raise PermissionDeniedError("only a project manager may pause drafting")
     rules(session, project).schema.class_named(class_name)
-    rows = _status_rows(session, project)
-    row = rows.get(class_name)
-    if row is None:
-        row = ClassAutomation(project_id=project.id, class_name=class_name)
-        session.add(row)
-    row.status, row.reason = "paused", note.strip() or "paused by a manager"
-    row.decided_by, row.updated_at = manager.username, datetime.now(UTC)
-    session.flush()
-    audit.record(session, action="prelabel.pause", entity_type="class_automation",
-                 entity_id=row.id, project_id=project.id,
-                 after={"class": class_name, "by": manager.username, "note": row.reason})
-    return row
+    wa.lock_classes(session, project, [class_name])
+    reason = note.strip() or "paused by a manager"
+    return wa.pause(session, project, class_name, reason=reason, by=manager.username,
+                    event={"by": manager.username, "note": reason})
 
 
 def as_dicts(rows: Iterable[ClassAcceptance]) -> list[dict[str, Any]]:

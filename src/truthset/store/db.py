@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,6 +60,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """A session factory whose sessions keep loaded values after commit."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def lock_key(session: Session, *parts: object) -> None:
+    """Hold a transaction-scoped lock named by ``parts`` until the session's transaction ends.
+
+    For serialising work on something that has no row to lock (yet): PostgreSQL takes
+    ``pg_advisory_xact_lock`` on a 64-bit hash of the parts; SQLite needs nothing, as its write
+    transactions (``BEGIN IMMEDIATE``, see :func:`make_engine`) already run one at a time.
+    Callers that take several keys take them in a fixed order (sorted), so two transactions never
+    wait for each other in a circle.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, aliased
 
 from truthset.domain.errors import InputError
 from truthset.store.models import Annotation, Item, Project, User
+from truthset.workflow.acceptance import record_read
 from truthset.workspace.projects import rules
 
 
@@ -29,7 +30,9 @@ def record_annotation(
     """Store one annotation revision after checking it against the current schema.
 
     The schema and guideline versions in force are recorded with it. ``model`` is
-    ``(name, version)`` for a machine draft (then ``author`` may be ``None``).
+    ``(name, version)`` for a machine draft (then ``author`` may be ``None``). A human read of
+    an item a model drafted before records the draft's outcome and may pause drafting of a
+    class, in the same transaction (:func:`truthset.workflow.acceptance.record_read`).
     """
     if item.project_id != project.id:
         raise InputError(f"item {item.external_id!r} is not in project {project.key!r}",
@@ -54,6 +57,8 @@ def record_annotation(
     )
     session.add(row)
     session.flush()
+    if model is None:
+        record_read(session, project, row)
     return row
 
 

@@ -58,6 +58,7 @@ from truthset.store.models import (
     User,
     utcnow,
 )
+from truthset.workflow import acceptance
 from truthset.workflow import readers as rd
 from truthset.workflow.active_learning import NEUTRAL, item_priorities
 from truthset.workflow.engine import (
@@ -839,6 +840,8 @@ def _annotation(session: Session, project: Project, task: Task, user: User,
                      guideline_version=current.guideline_version, time_spent_s=time_spent_s,
                      parent_id=parent)
     session.add(row)
+    session.flush()
+    acceptance.record_read(session, project, row)  # what the reader did with a model draft
     return row
 
 
