@@ -164,7 +164,9 @@ class Annotation(Base):
     schema_version: Mapped[int] = mapped_column(Integer)
     guideline_version: Mapped[int | None] = mapped_column(Integer, default=None)
     time_spent_s: Mapped[float | None] = mapped_column(Float, default=None)
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"), default=None)
+    #: Indexed: "is this revision superseded?" (a child naming it) is asked on every read.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"), default=None,
+                                                  index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     author: Mapped[User | None] = relationship(lazy="joined")
