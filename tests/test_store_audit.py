@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,65 @@ def test_concurrent_writers_never_fork_the_chain(workspace: Workspace) -> None:
     with workspace.sessions() as s:
         actors = {e["actor"] for e in audit.iter_events(s) if e["entity_type"] == "users"}
     assert actors == {f"writer{k}" for k in range(40)}
+
+
+def test_a_savepoint_rolled_back_takes_its_events_with_it(workspace: Workspace) -> None:
+    _populate(workspace, n_users=1)
+    before = _verify(workspace).n_events
+    with workspace.unit("admin") as s:
+        users.add_user(s, username="kept", role="annotator")
+        savepoint = s.begin_nested()
+        users.add_user(s, username="undone", role="annotator")
+        savepoint.rollback()
+        audit.record(s, action="note", entity_type="users", after={"why": "kept"})
+    with workspace.sessions() as s:
+        events = list(audit.iter_events(s))[before:]
+    created = [json.loads(e["after"])["username"] for e in events
+               if e["action"] == "create" and e["entity_type"] == "users"]
+    assert created == ["kept"]
+    assert [e["action"] for e in events][-1] == "note"
+    assert _verify(workspace).ok
+
+
+def test_events_join_the_chain_when_the_transaction_commits(
+        workspace: Workspace) -> None:
+    _populate(workspace, n_users=1)
+    before = _verify(workspace).n_events
+    with workspace.unit("admin") as s:
+        users.add_user(s, username="late", role="annotator")
+        s.flush()
+        # collected, not yet appended: the chain head has not moved inside the transaction
+        assert audit.stored_head(s).seq == before
+    assert _verify(workspace).n_events == before + 1
+    assert _verify(workspace).ok
+
+
+@pytest.mark.postgres
+def test_the_chain_lock_is_held_only_for_the_append(workspace: Workspace) -> None:
+    """A transaction that has written but not committed does not block another writer.
+
+    Appending at the first flush held the ``audit_head`` row lock until commit, so every other
+    writer waited for the slowest transaction; appending at commit holds it only for the append.
+    """
+    if workspace.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time by design")
+    from concurrent.futures import ThreadPoolExecutor
+
+    _populate(workspace, n_users=1)
+    with workspace.unit("slow") as slow:
+        users.add_user(slow, username="slow", role="annotator")
+        slow.flush()  # written, uncommitted
+
+        def other() -> None:
+            with workspace.unit("fast") as s:
+                s.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+                users.add_user(s, username="fast", role="annotator")
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(other).result(timeout=30)  # raised LockNotAvailable before
+    result = _verify(workspace)
+    assert result.ok, result
+    with workspace.sessions() as s:
+        order = [json.loads(e["after"])["username"] for e in audit.iter_events(s)
+                 if e["action"] == "create" and e["entity_type"] == "users"]
+    assert order[-2:] == ["fast", "slow"]  # commit order

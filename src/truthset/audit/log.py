@@ -9,6 +9,14 @@ Two ways in:
   ``export``, ``release``, denied attempts.
 
 The actor is taken from ``session.info["actor"]`` (set by the unit of work).
+
+Events are collected while the transaction runs and appended to the chain just before it commits
+(:func:`_before_commit`). Appending takes the chain's write lock (the ``audit_head`` row), so
+deferring it holds that lock only for the append and the commit, not for everything the
+transaction does after its first write: concurrent writers run side by side and queue only for
+the chain itself. The chain's order is therefore commit order. Inside a SAVEPOINT
+(``begin_nested``) events are appended at once, so that a rolled-back savepoint takes its events
+with it. A transaction that rolls back drops its collected events with its changes.
 """
 
 from __future__ import annotations
@@ -57,9 +65,10 @@ def record(
     before: Any = None,
     after: Any = None,
     actor: str | None = None,
-) -> int:
-    """Append one event in ``session``'s transaction and return its sequence number."""
-    return append_events(
+) -> None:
+    """Record one event in ``session``'s transaction; it joins the chain when the transaction
+    commits (at once inside a savepoint, or on a session without the audit hooks)."""
+    _collect(
         session,
         [
             {
@@ -75,11 +84,40 @@ def record(
     )
 
 
+_PENDING = "truthset_audit_pending"
+_COMMITTING = "truthset_audit_committing"
+_AUDITED = "truthset_audited"
+
+
+def _collect(session: Session, events: list[dict[str, Any]], *, actor: str | None = None) -> None:
+    """Keep ``events`` for the commit, or append them now where deferring would be wrong."""
+    if not events:
+        return
+    who = actor or session.info.get("actor") or SYSTEM_ACTOR
+    deferred = (
+        _is_audited(session)
+        and not session.in_nested_transaction()
+        and not session.info.get(_COMMITTING)
+    )
+    if not deferred:
+        append_events(session, events, actor=who)
+        return
+    at = _utc_iso()
+    pending = session.info.setdefault(_PENDING, [])
+    pending.extend({**change, "actor": who, "at": at} for change in events)
+
+
+def _is_audited(session: Session) -> bool:
+    """True when the session's factory carries the commit hook that appends collected events."""
+    return bool(session.info.get(_AUDITED))
+
+
 def append_events(
     session: Session, events: list[dict[str, Any]], *, actor: str | None = None
 ) -> int:
     """Append several events (dicts with action, entity_type, entity_id, project_id, before,
-    after) in one go; return the sequence number of the last.
+    after, and optionally the actor and time they were collected with) in one go now; return
+    the sequence number of the last.
 
     The head row is updated first, which takes the write lock (a row lock on PostgreSQL, the
     database lock on SQLite), so concurrent transactions append one after another and the chain
@@ -101,8 +139,8 @@ def append_events(
         entity_id = change.get("entity_id")
         fields: dict[str, Any] = {
             "seq": first + offset,
-            "at": at,
-            "actor": who,
+            "at": change.get("at") or at,
+            "actor": change.get("actor") or who,
             "action": change["action"],
             "entity_type": change["entity_type"],
             "entity_id": None if entity_id is None else str(entity_id),
@@ -186,7 +224,23 @@ def _after_flush(session: Session, _ctx: Any) -> None:
                        "project_id": project_id, "before": _snapshot(obj), "after": None})
     # Deterministic order inside one flush: by table, then entity id.
     events.sort(key=lambda e: (e["entity_type"], _sort_key(e["entity_id"])))
-    append_events(session, events)
+    _collect(session, events)
+
+
+def _before_commit(session: Session) -> None:
+    """Flush what is left, then append every collected event to the chain in one go."""
+    session.flush()
+    pending = session.info.pop(_PENDING, None)
+    session.info[_COMMITTING] = True  # a flush after this point appends at once
+    if pending:
+        append_events(session, pending)
+
+
+def _end_of_transaction(session: Session, transaction: Any) -> None:
+    """A top-level transaction ended (commit or rollback): forget what it collected."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
+        session.info.pop(_COMMITTING, None)
 
 
 def _sort_key(entity_id: str | None) -> tuple[int, str]:
@@ -205,7 +259,11 @@ def install(factory: sessionmaker[Session]) -> None:
         return
     event.listen(factory, "before_flush", _before_flush)
     event.listen(factory, "after_flush", _after_flush)
+    event.listen(factory, "before_commit", _before_commit)
+    event.listen(factory, "after_transaction_end", _end_of_transaction)
     setattr(factory, "_truthset_audited", True)  # noqa: B010
+    # Sessions it makes say so, so that events are collected for the commit hook (_collect).
+    factory.configure(info={**factory.kw.get("info", {}), _AUDITED: True})
 
 
 def iter_events(session: Session, *, batch: int = 5000) -> Iterator[dict[str, Any]]:
