@@ -88,9 +88,11 @@ def new_outcomes(session: Session, project: Project, draft: Annotation, read: An
     already have an outcome for this draft and read are left alone: recording twice adds
     nothing)."""
     kind = kind or rules(session, project).schema.kind
-    have = set(session.scalars(select(DraftOutcome.class_name).where(
-        DraftOutcome.draft_annotation_id == draft.id,
-        DraftOutcome.final_annotation_id == read.id)))
+    decided = session.execute(select(DraftOutcome.class_name, DraftOutcome.final_annotation_id)
+                              .where(DraftOutcome.draft_annotation_id == draft.id)).all()
+    if any(final == draft.id for _cls, final in decided):
+        return []  # a reviewer decided on the draft itself (record_review): that counts
+    have = {cls for cls, final in decided if final == read.id}
     rows = [DraftOutcome(project_id=project.id, item_id=read.item_id,
                          draft_annotation_id=draft.id, final_annotation_id=read.id,
                          class_name=o.class_name, outcome=o.outcome, dice=o.dice, iou=o.iou)
@@ -129,6 +131,41 @@ def record_read(session: Session, project: Project, read: Annotation) -> list[Dr
     session.flush()
     policy = acceptance_policy(project)
     for name in sorted({r.class_name for r in rows}):
+        evaluate_class(session, project, name, policy=policy)
+    return rows
+
+
+def record_review(session: Session, project: Project, subject: Annotation, decision: str
+                  ) -> list[DraftOutcome]:
+    """Record a reviewer's decision on a model draft itself (policy ``prelabels: draft``).
+
+    ``accept`` records every drafted class as ``accepted`` and ``reject`` as ``rejected``, with
+    the draft as its own final annotation; the readers who then read a rejected item do not
+    count the same draft again (:func:`new_outcomes`). A correction is a stored read and is
+    recorded by :func:`record_read`; a decision on a human read records nothing here.
+    """
+    if subject.source != "model" or decision not in ("accept", "reject"):
+        return []
+    kind = rules(session, project).schema.kind
+    outcome = "accepted" if decision == "accept" else "rejected"
+    score = 1.0 if decision == "accept" else 0.0
+    classes = [o.class_name for o in compare_draft(kind, subject.payload, subject.payload)]
+    have = set(session.scalars(select(DraftOutcome.class_name).where(
+        DraftOutcome.draft_annotation_id == subject.id,
+        DraftOutcome.final_annotation_id == subject.id)))
+    rows = [DraftOutcome(project_id=project.id, item_id=subject.item_id,
+                         draft_annotation_id=subject.id, final_annotation_id=subject.id,
+                         class_name=cls, outcome=outcome,
+                         dice=None if kind == "classification" else score,
+                         iou=None if kind == "classification" else score)
+            for cls in classes if cls not in have]
+    if not rows:
+        return []
+    session.add_all(rows)
+    lock_classes(session, project, classes)
+    session.flush()
+    policy = acceptance_policy(project)
+    for name in sorted(set(classes)):
         evaluate_class(session, project, name, policy=policy)
     return rows
 

@@ -968,6 +968,7 @@ def review(session: Session, project: Project, user: User, task_id: int, decisio
     session.add(Review(project_id=project.id, annotation_id=annotation.id, reviewer_id=user.id,
                        decision=decision, comment=comment,
                        corrected_annotation_id=corrected.id if corrected else None))
+    acceptance.record_review(session, project, annotation, decision)  # on a model draft
     cur = current_policy(session, project)
     _finish(session, task, user, decision, cur.version, spent, now)
     session.flush()
