@@ -316,17 +316,80 @@ def test_releases_dashboards_and_audit_pages(browser: Any, server: Any) -> None:
     assert not page.errors
     page.close()
 
-    # The auditor reads the project's audit trail and filters it.
-    page = sign_in(browser, server, "audrey", "/audit?project=findings")
+    # The auditor reads the project's audit trail, filtered by the server, page by page.
+    audit_ui(browser, server)
+
+
+def audit_ui(browser: Any, server: Any) -> None:
+    """The audit page filters through the API, keeps the filters in the address (a reload or
+    a shared link shows the same view), loads more by cursor, names a bad filter, and verifies
+    the chain."""
+    page = sign_in(browser, server, "audrey", "/audit?project=findings&limit=5")
     page.wait_for_selector(".audit-table tbody tr", timeout=10000)
     page.fill("#f-actor", "sam")
-    rows = page.locator(".audit-table tbody tr")
-    assert rows.count() >= 1
-    assert all(r == "sam" for r in rows.locator("td:nth-child(3)").all_inner_texts())
+    page.click("#audit-apply")
+    page.wait_for_url("**actor=sam**", timeout=5000)
+    page.wait_for_selector("#audit-count:has-text('matching')", timeout=5000)
+    actors = page.locator(".audit-table tbody tr td:nth-child(3)").all_inner_texts()
+    assert actors and set(actors) == {"sam"}
+
+    # The same view after a reload (a shared link): the form and the rows.
+    page.reload()
+    page.wait_for_selector(".audit-table tbody tr", timeout=10000)
+    assert page.input_value("#f-actor") == "sam"
+    assert set(page.locator(".audit-table tbody tr td:nth-child(3)").all_inner_texts()) \
+        == {"sam"}
+
+    # Every event of the project, five at a time, newest first, to the end.
     page.fill("#f-actor", "")
-    page.fill("#f-action", "sign")
-    assert page.locator(".audit-table tbody tr").count() >= 1
+    page.click("#audit-apply")
+    page.wait_for_function("() => !location.search.includes('actor=')", timeout=5000)
+    page.wait_for_selector("#audit-more:visible", timeout=5000)
+    for _ in range(40):
+        if not page.locator("#audit-more").is_visible():
+            break
+        before = page.locator(".audit-table tbody tr").count()
+        page.click("#audit-more")
+        page.wait_for_function(
+            f"() => document.querySelectorAll('.audit-table tbody tr').length > {before}",
+            timeout=5000)
+    seqs = [int(t) for t in page.locator(".audit-table tbody tr td:nth-child(1)")
+            .all_inner_texts()]
+    client = api(server, "audrey")
+    try:
+        expected = client.get("/audit/events", params={"project": "findings", "limit": 500,
+                                                       "order": "desc"}).json()["items"]
+    finally:
+        client.close()
+    assert seqs == [e["seq"] for e in expected][: len(seqs)] and len(seqs) > 5
+    assert seqs == sorted(set(seqs), reverse=True)
+
+    # A time range and the action and entity filters together; then one entity's history.
+    first = expected[-1]
+    page.goto(server.url + "/audit?project=findings&entity_type=consensus&action=create"
+              f"&since={first['at'][:19]}Z")
+    page.wait_for_selector("#audit-count:has-text('matching')", timeout=10000)
+    entities = page.locator(".audit-table tbody tr td:nth-child(5)").all_inner_texts()
+    assert entities and all(e.startswith("consensus ") for e in entities)
+    assert set(page.locator(".audit-table tbody tr td:nth-child(4)").all_inner_texts()) \
+        == {"create"}
     page.fill("#f-action", "")
+    page.locator(".audit-table tbody tr td:nth-child(5) button").first.click()
+    page.wait_for_url("**entity_id=**", timeout=5000)
+    page.wait_for_selector("#audit-count:has-text('matching')", timeout=5000)
+    assert set(page.locator(".audit-table tbody tr td:nth-child(5)").all_inner_texts()) \
+        == {entities[0]}
+
+    # A bad filter in a link is named, not ignored.
+    page.goto(server.url + "/audit?project=findings&since=yesterday")
+    page.wait_for_selector("#audit-error:has-text('since')", timeout=10000)
+    assert page.get_attribute("#f-since", "aria-invalid") is not None
+
+    # The chain verifies.
+    page.goto(server.url + "/audit?project=findings&action=create")
+    page.wait_for_selector(".audit-table tbody tr", timeout=10000)
+    page.click("#verify")
+    page.wait_for_selector("#chain-result:has-text('Chain intact')", timeout=15000)
     shot(page, "audit")
     assert not page.errors
     page.close()
