@@ -192,7 +192,7 @@ def models(key: Key, ctx: CtxDep) -> list[ModelOut]:
 @router.get("/prelabel/acceptance", response_model=AcceptanceOut, tags=["prelabel"])
 def acceptance_report(key: Key, ctx: CtxDep) -> AcceptanceOut:
     """Per class: accepted / edited / rejected drafts, mean Dice and IoU of edits, windowed
-    acceptance and whether drafting is paused (run an ``acceptance`` job to refresh)."""
+    acceptance and whether drafting is paused (recorded as reads are stored)."""
     project, _ = load_project(ctx, key, Action.STATS_READ)
     policy = acceptance.acceptance_policy(project)
     rows = acceptance.acceptance_report(ctx.session, project)
