@@ -426,6 +426,12 @@ EXPECT: dict[str, list[Probe]] = {
     "GET /api/v1/projects/{key}/agreement": [
         Probe("/api/v1/projects/alpha/agreement?metric=percent", OVERSEE),
     ],
+    "GET /api/v1/projects/{key}/agreement/trend": [
+        Probe("/api/v1/projects/alpha/agreement/trend?n_boot=100", OVERSEE),
+    ],
+    "GET /api/v1/projects/{key}/agreement/readers": [
+        Probe("/api/v1/projects/alpha/agreement/readers", OVERSEE),
+    ],
     "GET /api/v1/projects/{key}/agreement/classes": [
         Probe("/api/v1/projects/alpha/agreement/classes?n_boot=100", OVERSEE),
     ],

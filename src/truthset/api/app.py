@@ -18,7 +18,17 @@ from fastapi.responses import JSONResponse
 from truthset.api.deps import ApiSettings
 from truthset.api.errors import install_error_handlers
 from truthset.api.limits import BodyLimitMiddleware, ConcurrencyLimitMiddleware
-from truthset.api.routes import audit, auth, items, jobs, projects, releases, tasks, users
+from truthset.api.routes import (
+    audit,
+    auth,
+    items,
+    jobs,
+    monitoring,
+    projects,
+    releases,
+    tasks,
+    users,
+)
 from truthset.api.routes.common import PREFIX
 from truthset.api.routes.dicomweb import router as dicomweb_router
 from truthset.api.webapp import mount_webapp
@@ -56,7 +66,7 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
     app.state.settings = settings or ApiSettings()
     install_error_handlers(app)
     tasks.install_refusal_handler(app)
-    for module in (auth, users, projects, items, audit, releases, jobs, tasks):
+    for module in (auth, users, projects, items, monitoring, audit, releases, jobs, tasks):
         app.include_router(module.router)
     app.include_router(dicomweb_router)
 
