@@ -311,6 +311,15 @@ def test_releases_dashboards_and_audit_pages(browser: Any, server: Any) -> None:
     page.wait_for_selector("#dashboards .panel:has-text('Agreement between readers') table",
                            timeout=20000)
     page.wait_for_selector("#dashboards .panel:has-text('Escalations') table", timeout=20000)
+    # Agreement over time: one period (today) with the two disagreeing reads.
+    page.wait_for_selector("#agreement-trend[data-periods='1'] table", timeout=20000)
+    assert page.locator("#agreement-trend svg.trend .trend-point").count() == 1
+    # Leaderboard against the adjudicated label: ben said mass (final), ana nodule.
+    page.wait_for_selector(".leaderboard", timeout=20000)
+    board = {row[0]: row for row in (
+        r.locator("td").all_inner_texts() for r in page.locator(".leaderboard tbody tr").all())}
+    assert board["ben"][2] == "100% of 1" and board["ana"][2] == "0% of 1"
+    assert page.locator("#confusion svg rect").count() == 9
     assert page.locator("#dashboards .panel").count() >= 4
     shot(page, "dashboard")
     assert not page.errors

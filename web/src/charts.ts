@@ -80,6 +80,8 @@ export function lineChart(series: Series[], opts: { height?: number; yLabel?: st
     if (!s.points.length) return;
     const d = s.points.map((p, i) => `${i ? 'L' : 'M'}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(' ');
     root.append(svg('path', { d, fill: 'none', stroke: s.color, 'stroke-width': 2 }));
+    const [lx, ly] = s.points[s.points.length - 1];
+    root.append(svg('circle', { cx: x(lx), cy: y(ly), r: 3, fill: s.color }));
     root.append(svg('text', { x: width - pad.r - 4, y: pad.t + 12 + 14 * k, 'text-anchor': 'end', fill: s.color }, s.name));
   });
   return root;
@@ -105,5 +107,66 @@ export function heatmap(rows: string[], cols: string[], values: number[][], opts
       root.append(svg('text', { x: padL + j * cell + cell / 2 - 1, y: padT + i * cell + cell / 2 + 4, 'text-anchor': 'middle', fill: a > 0.5 ? '#fff' : '#93a0b0' }, String(v)));
     });
   });
+  return root;
+}
+
+export interface TrendPoint {
+  /** Start of the period (epoch milliseconds). */
+  x: number;
+  /** The value, or null where it is undefined (drawn as a gap with a hollow marker). */
+  y: number | null;
+  lo?: number | null;
+  hi?: number | null;
+  /** Hover text. */
+  title?: string;
+}
+
+/** A value over time with interval whiskers per point (e.g. agreement per week with its
+ * bootstrap interval); undefined points break the line. */
+export function trendChart(points: TrendPoint[], opts: { domain?: [number, number]; height?: number; color?: string } = {}): SVGSVGElement {
+  const width = 520;
+  const height = opts.height ?? 220;
+  const pad = { l: 44, r: 14, t: 12, b: 36 };
+  const color = opts.color ?? '#3d8bfd';
+  const xs = points.map((p) => p.x);
+  const ys = points.flatMap((p) => [p.y, p.lo, p.hi]).filter((v): v is number => typeof v === 'number' && isFinite(v));
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  const [y0, y1] = opts.domain ?? [Math.min(0, ...ys), Math.max(1, ...ys)];
+  const x = (v: number) => (x1 === x0 ? (pad.l + width - pad.r) / 2 : pad.l + 8 + (width - pad.l - pad.r - 16) * ((v - x0) / (x1 - x0)));
+  const y = (v: number) => pad.t + (height - pad.t - pad.b) * (1 - (v - y0) / (y1 - y0 || 1));
+  const root = svg('svg', { class: 'chart trend', width, height, viewBox: `0 0 ${width} ${height}`, role: 'img' }) as SVGSVGElement;
+  for (const t of [y0, (y0 + y1) / 2, y1]) {
+    root.append(svg('line', { class: 'axis', x1: pad.l, x2: width - pad.r, y1: y(t), y2: y(t) }));
+    root.append(svg('text', { x: pad.l - 4, y: y(t) + 4, 'text-anchor': 'end' }, t.toFixed(2)));
+  }
+  if (points.length) {
+    const day = (v: number) => new Date(v).toLocaleDateString(undefined, { month: 'short', day: 'numeric' });
+    root.append(svg('text', { x: x(x0), y: height - 8, 'text-anchor': points.length > 1 ? 'start' : 'middle' }, day(x0)));
+    if (points.length > 1) root.append(svg('text', { x: x(x1), y: height - 8, 'text-anchor': 'end' }, day(x1)));
+  }
+  let d = '';
+  let pen = false;
+  for (const p of points) {
+    if (p.y === null || !isFinite(p.y)) {
+      pen = false;
+      continue;
+    }
+    d += `${pen ? 'L' : 'M'}${x(p.x).toFixed(1)},${y(p.y).toFixed(1)} `;
+    pen = true;
+  }
+  if (d) root.append(svg('path', { d: d.trim(), fill: 'none', stroke: color, 'stroke-width': 2 }));
+  for (const p of points) {
+    const cx = x(p.x);
+    const g = svg('g', { class: 'trend-point' });
+    if (p.title) g.append(svg('title', {}, p.title));
+    if (p.lo != null && p.hi != null) {
+      g.append(svg('line', { class: 'ci', x1: cx, x2: cx, y1: y(p.lo), y2: y(p.hi) }));
+      g.append(svg('line', { class: 'ci', x1: cx - 4, x2: cx + 4, y1: y(p.lo), y2: y(p.lo) }));
+      g.append(svg('line', { class: 'ci', x1: cx - 4, x2: cx + 4, y1: y(p.hi), y2: y(p.hi) }));
+    }
+    if (p.y !== null && isFinite(p.y)) g.append(svg('circle', { cx, cy: y(p.y), r: 4, fill: color }));
+    else g.append(svg('circle', { cx, cy: y(y0), r: 4, fill: 'none', stroke: color }));
+    root.append(g);
+  }
   return root;
 }

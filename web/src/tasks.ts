@@ -237,3 +237,49 @@ export function costReport(project: string): Promise<CostReport | null> {
 export function classAgreement(project: string): Promise<ClassAgreement | null> {
   return orNull<ClassAgreement>(`/projects/${project}/agreement/classes?metric=krippendorff&ci=true`);
 }
+
+export interface PeriodAgreement {
+  start: string;
+  end: string;
+  n_items: number;
+  n_reads: number;
+  n_compared: number;
+  value: number | null;
+  ci: [number, number] | null;
+  reason: string | null;
+}
+
+export interface AgreementTrend {
+  metric: string;
+  level: string;
+  period: 'day' | 'week';
+  periods: PeriodAgreement[];
+}
+
+export interface ReaderVsConsensus {
+  reader: string;
+  reads: number;
+  compared: number;
+  agreed: number;
+  agreement: number | null;
+  ci: [number, number] | null;
+  kappa: number | null;
+  median_time_s: number | null;
+  confusion: number[][];
+}
+
+export interface ReadersAgreement {
+  classes: string[];
+  readers: ReaderVsConsensus[];
+}
+
+/** Agreement per day or week with 95% bootstrap intervals; null when not allowed. */
+export function agreementTrend(project: string, period: 'day' | 'week', metric: string, level: string): Promise<AgreementTrend | null> {
+  return orNull<AgreementTrend>(`/projects/${project}/agreement/trend?period=${period}&metric=${metric}&level=${level}&ci=true`);
+}
+
+/** Every reader against the final consensus (leaderboard, kappa, confusion); null when not
+ * allowed. */
+export function readersAgreement(project: string): Promise<ReadersAgreement | null> {
+  return orNull<ReadersAgreement>(`/projects/${project}/agreement/readers`);
+}

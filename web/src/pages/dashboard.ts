@@ -1,11 +1,13 @@
 // Dashboards: progress, agreement with confidence intervals, readers, queues and escalations.
 
 import { ApiError, all, get, type Annotation, type Consensus, type Item } from '../api';
-import { barChart, heatmap, lineChart, type Bar } from '../charts';
+import { barChart, heatmap, lineChart, trendChart, type Bar } from '../charts';
 import type { Cleanup, PageCtx } from '../main';
 import { fail, fmtNum, fmtTime, h, table } from '../ui';
 import { projectRules } from '../workspace';
-import { classAgreement, costReport, escalations, queueOverview, readerSummaries } from '../tasks';
+import {
+  agreementTrend, classAgreement, costReport, escalations, queueOverview, readerSummaries, readersAgreement, type AgreementTrend,
+} from '../tasks';
 
 interface AgreementOut {
   metric: string;
@@ -25,7 +27,6 @@ function panel(title: string, ...body: (Node | string | null)[]): HTMLElement {
 export async function dashboardPage(root: HTMLElement, ctx: PageCtx): Promise<Cleanup> {
   const project = ctx.project!;
   const rules = await projectRules(project);
-  const classes = rules.schema.definition.classes.map((c) => c.name);
   const grid = h('div.grid2#dashboards');
   root.append(h('h2', null, 'Dashboards'), grid);
   const [items, annotations, consensus] = await Promise.all([
@@ -102,6 +103,55 @@ export async function dashboardPage(root: HTMLElement, ctx: PageCtx): Promise<Cl
     });
   }
 
+  // -- agreement over time (per week or day, 95% bootstrap intervals) ---------------------------
+  if (rules.schema.definition.kind === 'classification') {
+    const level = rules.schema.definition.mode === 'ordinal' ? 'ordinal' : 'nominal';
+    const period = h('select#trend-period', null, h('option', { value: 'week' }, 'per week'), h('option', { value: 'day' }, 'per day'));
+    const body = h('div#agreement-trend', null, h('p.muted', null, 'Computing…'));
+    const trendPanel = panel(`Agreement over time (Krippendorff's alpha, ${level}, 95% bootstrap intervals)`, period, body);
+    grid.append(trendPanel);
+    const draw = (trend: AgreementTrend) => {
+      const points = trend.periods.map((p) => ({
+        x: new Date(p.start).getTime(), y: p.value, lo: p.ci?.[0] ?? null, hi: p.ci?.[1] ?? null,
+        title: `${fmtTime(p.start)}: ${p.value === null ? p.reason ?? 'undefined' : fmtNum(p.value)} (${p.n_items} items, ${p.n_reads} reads)`,
+      }));
+      body.dataset.periods = String(trend.periods.length);
+      body.replaceChildren(
+        trend.periods.length ? trendChart(points, { domain: [Math.min(0, ...points.map((p) => p.lo ?? p.y ?? 0)), 1] }) : h('p.muted', null, 'No reads yet.'),
+        table([trend.period === 'week' ? 'week of' : 'day', 'alpha', '95% CI', 'items finished', 'compared', 'note'], trend.periods.slice().reverse().map((p) => [
+          new Date(p.start).toLocaleDateString(), fmtNum(p.value), p.ci ? `[${fmtNum(p.ci[0])}, ${fmtNum(p.ci[1])}]` : '—',
+          String(p.n_items), String(p.n_compared), p.reason ?? '',
+        ])),
+        h('p.muted', null, 'An item counts in the period of its last read; a dip after a guideline change or a new reader shows here.'));
+    };
+    const loadTrend = async (first: boolean) => {
+      try {
+        let trend = await agreementTrend(project, period.value as 'day' | 'week', 'krippendorff', level);
+        if (!trend) {
+          trendPanel.remove();
+          return;
+        }
+        // Everything in one week: show days instead, so the plot has a shape.
+        if (first && trend.period === 'week' && trend.periods.length < 2) {
+          const daily = await agreementTrend(project, 'day', 'krippendorff', level);
+          if (daily && daily.periods.length > 1) {
+            trend = daily;
+            period.value = 'day';
+          }
+        }
+        draw(trend);
+      } catch (err) {
+        if (err instanceof ApiError && (err.status === 400 || err.status === 422)) {
+          body.replaceChildren(h('p.muted', null, err.detail));
+          return;
+        }
+        fail(err);
+      }
+    };
+    period.addEventListener('change', () => void loadTrend(false));
+    void loadTrend(true);
+  }
+
   // -- queue and cost (managers, admins, auditors) ----------------------------------------------
   const [overview, cost] = await Promise.all([queueOverview(project), costReport(project)]);
   if (overview) {
@@ -132,47 +182,32 @@ export async function dashboardPage(root: HTMLElement, ctx: PageCtx): Promise<Cl
   // -- readers' known-answer figures and escalations (the workflow service) ---------------------
   const [skills, escalated] = await Promise.all([readerSummaries(project), escalations(project, 'all')]);
 
-  // Reader leaderboard and confusion against the consensus (counts of what is shown).
-  const consensusLabel = new Map<number, string>();
-  for (const c of consensus) if (typeof c.label?.label === 'string') consensusLabel.set(c.item_id, c.label.label as string);
-  const latest = new Map<string, Annotation>();
-  for (const a of human) if (a.author) latest.set(`${a.author}|${a.item_id}`, a);
-  const readers = new Map<string, { n: number; agree: number; compared: number; time: number[] }>();
-  const confusion = new Map<string, number[][]>();
-  for (const a of latest.values()) {
-    const r = readers.get(a.author!) ?? { n: 0, agree: 0, compared: 0, time: [] };
-    r.n++;
-    if (a.time_spent_s != null) r.time.push(a.time_spent_s);
-    const truth = consensusLabel.get(a.item_id);
-    const said = typeof a.payload.label === 'string' ? a.payload.label : null;
-    if (truth && said) {
-      r.compared++;
-      if (truth === said) r.agree++;
-      const m = confusion.get(a.author!) ?? classes.map(() => classes.map(() => 0));
-      const i = classes.indexOf(said);
-      const j = classes.indexOf(truth);
-      if (i >= 0 && j >= 0) m[i][j]++;
-      confusion.set(a.author!, m);
-    }
-    readers.set(a.author!, r);
-  }
+  // Reader leaderboard and confusion matrices against the final consensus (the workflow
+  // service computes them; overseers only).
   const skill = new Map(skills.map((r) => [r.reader, r]));
-  const board = [...readers].sort((a, b) => (b[1].compared ? b[1].agree / b[1].compared : -1) - (a[1].compared ? a[1].agree / a[1].compared : -1));
-  const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : NaN);
-  if (board.length) {
-    const pick = h('select#confusion-reader', null, [...confusion.keys()].map((n) => h('option', { value: n }, n)));
-    const holder = h('div');
+  const board = rules.schema.definition.kind === 'classification'
+    ? await readersAgreement(project).catch((err) => {
+      if (err instanceof ApiError && (err.status === 400 || err.status === 422)) return null;
+      throw err;
+    })
+    : null;
+  if (board && board.readers.length) {
+    const compared = board.readers.filter((r) => r.compared > 0);
+    const pick = h('select#confusion-reader', null, compared.map((r) => h('option', { value: r.reader }, r.reader)));
+    const holder = h('div#confusion');
     const draw = () => {
-      const m = confusion.get(pick.value);
-      holder.replaceChildren(m ? heatmap(classes, classes, m, { title: `${pick.value}: rows = reader, columns = consensus` }) : h('p.muted', null, 'No reads compared yet.'));
+      const r = board.readers.find((x) => x.reader === pick.value);
+      holder.replaceChildren(r ? heatmap(board.classes, board.classes, r.confusion, { title: `${r.reader}: rows = reader, columns = consensus` }) : h('p.muted', null, 'No reads compared with a final consensus yet.'));
     };
     pick.addEventListener('change', draw);
-    grid.append(panel('Reader leaderboard (agreement with the consensus)',
-      barChart(board.filter(([, r]) => r.compared).map(([name, r]) => ({ label: name, value: r.agree / r.compared })), { domain: [0, 1] }),
-      table(['reader', 'reads', 'agrees with consensus', 'median time (s)', 'gold accuracy', 'status'], board.map(([name, r]) => [
-        name, String(r.n), r.compared ? `${(100 * r.agree / r.compared).toFixed(0)}% of ${r.compared}` : '—',
-        fmtNum(median(r.time), 1), fmtNum(skill.get(name)?.accuracy ?? null, 2), [skill.get(name)?.calibration, skill.get(name)?.suspended].filter(Boolean).join(' · '),
-      ]))));
+    grid.append(panel('Reader leaderboard (agreement with the final consensus, 95% bootstrap intervals)',
+      compared.length ? barChart(compared.map((r) => ({ label: r.reader, value: r.agreement ?? 0, lo: r.ci?.[0], hi: r.ci?.[1] })), { domain: [0, 1] }) : null,
+      table(['reader', 'reads', 'agrees with consensus', '95% CI', "Cohen's kappa", 'median time (s)', 'gold accuracy', 'status'], board.readers.map((r) => [
+        r.reader, String(r.reads), r.compared ? `${(100 * r.agreed / r.compared).toFixed(0)}% of ${r.compared}` : '—',
+        r.ci ? `[${fmtNum(r.ci[0], 2)}, ${fmtNum(r.ci[1], 2)}]` : '—', fmtNum(r.kappa, 2),
+        fmtNum(r.median_time_s, 1), fmtNum(skill.get(r.reader)?.accuracy ?? null, 2),
+        [skill.get(r.reader)?.calibration, skill.get(r.reader)?.suspended].filter(Boolean).join(' · '),
+      ]), 'leaderboard')));
     grid.append(panel('Confusion against the consensus', pick, holder));
     draw();
   }
