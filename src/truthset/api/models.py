@@ -280,12 +280,16 @@ class ConsensusRunOut(BaseModel):
 
 
 class ConsensusOut(BaseModel):
-    """The current consensus of one item."""
+    """The current consensus of one item. ``label`` is ``{"label": class}`` (single, ordinal),
+    ``{"labels": [...]}`` (multi-label) or ``{"objects": [...], "minority": [...]}`` (box,
+    polygon, mask: fused objects with ``support`` and ``readers``); ``parameters`` records
+    how it was computed (policy, IoU threshold, reader pairs' agreement...)."""
 
     id: int
     item_id: int
     method: str
     label: dict[str, Any]
+    parameters: dict[str, Any] = Field(default_factory=dict)
     posterior: dict[str, Any]
     confidence: float | None
     agreement: float | None

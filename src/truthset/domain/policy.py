@@ -12,6 +12,11 @@ A policy is a ``policy:`` document of the project YAML (a bare mapping is accept
       target: 0.9               # posterior the consensus must reach (else more reads / adjudicate)
       min_agreement: 0.6        # consensus: share of reads agreeing with it (else adjudicate)
       on_exhausted: adjudicate  # adaptive: at k_max and still uncertain -> adjudicate | accept
+      iou_threshold: 0.5        # boxes/polygons: two readers' boxes are one finding at IoU >= this
+      min_support: 0.5          # geometry: share of readers a finding needs to enter the label
+      target_f1: 0.8            # boxes/polygons: mean pairwise matched F1 the reads must reach
+      target_dice: 0.7          # masks: mean pairwise Dice the reads must reach
+      mask_method: staple       # masks: staple | vote (voxelwise majority)
       review_rate: {low: 0.1, medium: 0.5, high: 1.0}   # single_review: share reviewed
       tiers: {annotate: 1, review: 2, adjudicate: 3}
       specialty: {adjudicate: radiology}                # stage -> required specialty
@@ -29,6 +34,12 @@ A policy is a ``policy:`` document of the project YAML (a bare mapping is accept
 rate, and it raises the priority of uncertain drafts); or ``draft``: it also stands in for the
 tier-1 read (``single_review``/``tiered`` go straight to review) or counts as one read
 (``consensus``/``adaptive``).
+
+Geometric schemas (box, polygon, mask) compare the readers' agreement, not a class posterior,
+with a target: ``target_f1`` (the mean over reader pairs of the matched F1 of their boxes at
+``iou_threshold``) for boxes and polygons, ``target_dice`` (the mean pairwise Dice of their
+masks) for masks. Multi-label classification uses ``target`` per class (see
+:mod:`truthset.workflow.engine`).
 
 ``active_learning`` (off by default) makes the queue offer first the items whose latest model
 draft is uncertain or whose readers disagree: ``weight`` times the item's score in [0, 1]
@@ -62,6 +73,10 @@ from truthset.domain.schema import RiskLevel, _line_of
 #: Aggregation methods a policy may name (those of ``truthset.quality.aggregation.registry``
 #: that give a categorical posterior). Kept here so the domain layer stays import-free.
 POLICY_METHODS = ("mv", "wmv", "ds", "onecoin", "glad", "mace", "ordinal-ds")
+#: How the masks of several readers are combined: STAPLE or a voxelwise majority vote.
+MASK_METHODS = ("staple", "vote")
+#: Schema kinds whose reads are objects on the image.
+GEOMETRIC_KINDS = ("box", "polygon", "mask")
 
 
 class WorkflowKind(StrEnum):
@@ -148,6 +163,40 @@ class Rules(_Strict):
     review_rate: dict[RiskLevel, float] = Field(
         default_factory=lambda: {RiskLevel.LOW: 0.1, RiskLevel.MEDIUM: 0.5, RiskLevel.HIGH: 1.0}
     )
+    iou_threshold: float = 0.5
+    min_support: float = 0.5
+    target_f1: float = 0.8
+    target_dice: float = 0.7
+    mask_method: str = "staple"
+
+    @field_validator("iou_threshold")
+    @classmethod
+    def _iou(cls, value: float) -> float:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"iou_threshold must lie strictly between 0 and 1, not {value}")
+        return value
+
+    @field_validator("min_support")
+    @classmethod
+    def _support(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"min_support is a share of readers in (0, 1], not {value}")
+        return value
+
+    @field_validator("target_f1", "target_dice")
+    @classmethod
+    def _geometric_target(cls, value: float, info: ValidationInfo) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{info.field_name} must lie within [0, 1], not {value}")
+        return value
+
+    @field_validator("mask_method")
+    @classmethod
+    def _mask_method(cls, value: str) -> str:
+        if value not in MASK_METHODS:
+            raise ValueError(f"unknown mask method {value!r}; choose one of "
+                             f"{', '.join(MASK_METHODS)}")
+        return value
 
     @field_validator("method")
     @classmethod
@@ -197,14 +246,26 @@ class Rules(_Strict):
 
     @property
     def stages(self) -> tuple[Stage, ...]:
-        """Stages this workflow may create tasks for."""
+        """Stages this workflow may create tasks for (classification schemas)."""
+        return self.stages_for("classification")
+
+    def target_for(self, kind: str) -> float:
+        """The figure an item of schema ``kind`` must reach: ``target_f1`` (box, polygon),
+        ``target_dice`` (mask), else ``target``."""
+        if kind in ("box", "polygon"):
+            return self.target_f1
+        if kind == "mask":
+            return self.target_dice
+        return self.target
+
+    def stages_for(self, kind: str) -> tuple[Stage, ...]:
+        """Stages this workflow may create tasks for on a schema of ``kind``."""
         if self.workflow in (WorkflowKind.SINGLE_REVIEW, WorkflowKind.TIERED):
             return (Stage.ANNOTATE, Stage.REVIEW, Stage.ADJUDICATE)
         if self.workflow == WorkflowKind.ADAPTIVE and self.on_exhausted == "accept":
             return (Stage.ANNOTATE,)
-        if self.workflow == WorkflowKind.CONSENSUS and self.target == 0 and (
-            self.min_agreement == 0
-        ):
+        floor = 0.0 if kind in GEOMETRIC_KINDS else self.min_agreement
+        if self.workflow == WorkflowKind.CONSENSUS and self.target_for(kind) == 0 and floor == 0:
             return (Stage.ANNOTATE,)
         return (Stage.ANNOTATE, Stage.ADJUDICATE)
 
@@ -298,11 +359,13 @@ def qualifies(policy: Policy, stage: Stage | str, *, role: str, tier: int,
 
 
 def check_policy_readers(
-    policy: Policy, readers: Iterable[tuple[str, str, int, str]], *, source: str | None = None
+    policy: Policy, readers: Iterable[tuple[str, str, int, str]], *, source: str | None = None,
+    kind: str = "classification",
 ) -> None:
     """Refuse a policy that no set of the project's readers can carry out.
 
-    ``readers`` are ``(username, role, tier, specialty)`` of the active users.
+    ``readers`` are ``(username, role, tier, specialty)`` of the active users; ``kind`` is
+    the project's schema kind (geometric kinds compare their own targets).
 
     Raises
     ------
@@ -312,7 +375,7 @@ def check_policy_readers(
     """
     people = list(readers)
     for rules in policy.all_rules():
-        for stage in rules.stages:
+        for stage in rules.stages_for(kind):
             able = [u for u, r, t, s in people if qualifies(policy, stage, role=r, tier=t,
                                                                  specialty=s)]
             field = f"tiers.{stage.value}" if stage.value not in policy.specialty else (

@@ -17,6 +17,7 @@ from typing import Any
 
 from truthset.domain.errors import InputError
 from truthset.domain.schema import LabelSchema, SchemaKind
+from truthset.quality.shapes import ImageBounds, parse_objects
 
 #: Identifiers shorter than this are not searched for (they would match ordinary text).
 MIN_IDENTIFIER_LENGTH = 4
@@ -31,33 +32,13 @@ def label_problem(schema: LabelSchema, payload: Any) -> str | None:
     return None
 
 
-def _points(obj: Mapping[str, Any]) -> list[tuple[float, float]]:
-    """The corner / vertex points of one geometric object, in pixels."""
-    out: list[tuple[float, float]] = []
-    box = obj.get("box")
-    if isinstance(box, list | tuple) and len(box) == 4:  # corners [x0, y0, x1, y1]
-        x0, y0, x1, y1 = (float(v) for v in box)
-        if x1 < x0 or y1 < y0:
-            raise ValueError("a box's second corner lies before its first")
-        out += [(x0, y0), (x1, y1)]
-    points = obj.get("points")
-    if isinstance(points, list):
-        out += [(float(p[0]), float(p[1])) for p in points]
-    flat = obj.get("polygon")
-    if isinstance(flat, list):
-        if len(flat) % 2:
-            raise ValueError("a polygon has an odd number of coordinates")
-        out += [(float(flat[k]), float(flat[k + 1])) for k in range(0, len(flat), 2)]
-    if "x" in obj and "y" in obj:
-        out.append((float(obj["x"]), float(obj["y"])))
-    return out
-
-
 def geometry_problem(schema: LabelSchema, payload: Any, size: tuple[int, int] | None) -> str | None:
     """Why the geometry of ``payload`` is not inside an image of ``size`` = (width, height).
 
-    Boxes are corners ``[x0, y0, x1, y1]``, polygons ``points: [[x, y], ...]`` (or a flat
-    ``polygon``), in pixels; a mask's stored ``shape`` must end in (height, width).
+    Objects are read by :func:`truthset.quality.shapes.parse_objects` in either spelling:
+    boxes ``bbox: [x, y, w, h]`` or corners ``box: [x0, y0, x1, y1]``, polygons ``points``
+    (flat or ``[[x, y], ...]``) or a flat ``polygon``, masks as COCO ``rle`` or stored
+    ``mask: {shape, runs}``, in pixels; a mask must have the image's rows and columns.
     """
     kinds = (SchemaKind.BOX, SchemaKind.POLYGON, SchemaKind.MASK)
     if schema.kind not in kinds or not isinstance(payload, dict):
@@ -65,25 +46,12 @@ def geometry_problem(schema: LabelSchema, payload: Any, size: tuple[int, int] | 
     if size is None:
         return "geometry cannot be checked: the image size is unknown"
     width, height = size
-    if schema.kind == SchemaKind.MASK:
-        for k, obj in enumerate(payload.get("objects") or []):
-            shape = (obj.get("mask") or {}).get("shape") if isinstance(obj, dict) else None
-            if not isinstance(shape, list) or len(shape) < 2 or [int(v) for v in shape[-2:]] \
-                    != [height, width]:
-                return (f"object {k}: mask shape {shape} does not fit the image "
-                        f"({height} rows x {width} columns)")
-        return None
-    for k, obj in enumerate(payload.get("objects") or []):
-        try:
-            pts = _points(obj)
-        except (TypeError, ValueError, IndexError) as exc:
-            return f"object {k}: malformed geometry ({exc})"
-        if not pts:
-            return f"object {k}: no coordinates"
-        for x, y in pts:
-            if not (0 <= x <= width and 0 <= y <= height):
-                return (f"object {k}: point ({x:g}, {y:g}) outside the image "
-                        f"({width} x {height})")
+    try:
+        parse_objects(payload, bounds=ImageBounds(width, height, frames=None))
+    except InputError as exc:
+        where = (exc.field or "").split(".")
+        lead = f"object {where[1]}: " if len(where) > 1 and where[0] == "objects" else ""
+        return f"{lead}{exc.reason}"
     return None
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from truthset import audit
 from truthset.domain.errors import InputError
+from truthset.quality.shapes import parse_objects
 from truthset.release.render import LABEL_COLUMNS, READ_COLUMNS, label_rows, read_rows
 from truthset.release.service import load_content
 from truthset.store.blobs import BlobStore
@@ -63,17 +64,18 @@ def _coco(session: Session, content: dict[str, Any], items: Sequence[dict[str, A
             images.append(CocoImage(n, item["external_id"],
                                     int(media.get("width") or media["columns"]),
                                     int(media.get("height") or media["rows"])))
-            for obj in (item["final_label"] or {}).get("objects", []):
-                corners = obj.get("box")  # [x0, y0, x1, y1] -> COCO (x, y, width, height)
-                box = None if not corners else (
-                    float(corners[0]), float(corners[1]), float(corners[2]) - float(corners[0]),
-                    float(corners[3]) - float(corners[1]))
-                flat = obj.get("polygon")
-                if flat is None and isinstance(obj.get("points"), list):
-                    flat = [float(c) for p in obj["points"] for c in p[:2]]
+            # Either spelling of an object (quality.shapes): web bbox / points / rle, or
+            # stored corners / [[x, y], ...] / runs.
+            for obj in parse_objects(item["final_label"] or {"objects": []}):
+                if len(obj.box) == 6:
+                    continue  # COCO has no 3D boxes
+                x0, y0, x1, y1 = obj.box
+                box = None if obj.kind != "box" else (x0, y0, x1 - x0, y1 - y0)
+                flat = (tuple(c for p in obj.points for c in p) if obj.points is not None
+                        else None)
                 annotations.append(CocoAnnotation(
-                    image_id=n, category_id=by_name[obj["label"]], box=box,
-                    polygon=tuple(float(v) for v in flat) if flat else None))
+                    image_id=n, category_id=by_name[obj.label], box=box, polygon=flat,
+                    mask=obj.mask))
         path = folder / f"coco_{split}.json"
         path.write_text(json.dumps(coco_dataset(images, categories, annotations), indent=1),
                         encoding="utf-8")

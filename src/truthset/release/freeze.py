@@ -77,8 +77,9 @@ def _read(a: Annotation, names: dict[int, str]) -> dict[str, Any]:
     }
 
 
-#: Payload keys that annotate a label rather than being part of it.
-_ANNOTATING_KEYS = frozenset({"reason", "confidence", "probabilities", "comment"})
+#: Payload keys that annotate a label rather than being part of it (``minority``: the findings
+#: of a geometric consensus seen by too few readers to be part of its label).
+_ANNOTATING_KEYS = frozenset({"reason", "confidence", "probabilities", "comment", "minority"})
 #: Consensus methods the workflow queue writes for labels not reached by aggregation.
 _SOURCES = {"adjudication": "adjudicated", "review": "reviewed", "single": "single read"}
 
@@ -94,6 +95,14 @@ def core_label(payload: dict[str, Any] | None) -> dict[str, Any] | None:
         if "labels" in payload:
             return {"labels": payload["labels"]}
     return {k: v for k, v in payload.items() if k not in _ANNOTATING_KEYS}
+
+
+def _has_label(label: dict[str, Any] | None) -> bool:
+    """Whether a consensus label holds an answer: a class, a list of classes (multi-label),
+    objects (geometric; an empty list is the answer "nothing to mark") or a value."""
+    label = label or {}
+    return label.get("label") is not None or isinstance(label.get("labels"), list) or (
+        isinstance(label.get("objects"), list)) or label.get("value") is not None
 
 
 def _size(item: Item) -> tuple[int, int] | None:
@@ -213,7 +222,7 @@ def _freeze_item(
         else:
             unresolved = f"review decision {last.decision!r} leaves no final label"
     elif cons is not None:
-        if cons.status == "final" and (cons.label or {}).get("label") is not None:
+        if cons.status == "final" and _has_label(cons.label):
             final, source = core_label(cons.label), _SOURCES.get(cons.method, "consensus")
         else:
             unresolved = f"consensus {cons.status}"

@@ -10,6 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from truthset.domain.errors import InputError
+from truthset.domain.schema import SchemaKind
+from truthset.quality.shapes import parse_objects
 from truthset.store.models import Annotation, Item, Project, User
 from truthset.workflow.acceptance import record_read
 from truthset.workspace.projects import rules
@@ -32,7 +34,15 @@ def record_annotation(
     The schema and guideline versions in force are recorded with it. ``model`` is
     ``(name, version)`` for a machine draft (then ``author`` may be ``None``). A human read of
     an item a model drafted before records the draft's outcome and may pause drafting of a
-    class, in the same transaction (:func:`truthset.workflow.acceptance.record_read`).
+    class, in the same transaction (:func:`truthset.workflow.acceptance.record_read`). The
+    objects of a geometric payload must be well formed
+    (:func:`truthset.quality.shapes.parse_objects`); whether they lie inside the image is
+    checked by the task services and again by the release checks.
+
+    Raises
+    ------
+    InputError
+        The item is not in the project, or the payload does not fit (the field is named).
     """
     if item.project_id != project.id:
         raise InputError(f"item {item.external_id!r} is not in project {project.key!r}",
@@ -41,6 +51,8 @@ def record_annotation(
         raise InputError("an annotation needs a human author or a model", field="author")
     current = rules(session, project)
     clean = current.schema.validate_payload(payload)
+    if current.schema.kind in (SchemaKind.BOX, SchemaKind.POLYGON, SchemaKind.MASK):
+        parse_objects(clean)  # well formed; the task services also check the image bounds
     row = Annotation(
         project_id=project.id,
         item_id=item.id,
@@ -75,16 +87,10 @@ class LabelRow:
     guideline_version: int | None
 
 
-def current_labels(session: Session, project: Project) -> pd.DataFrame:
-    """The long table of every human reader's *latest* revision per item (single/ordinal
-    classification): columns ``annotation_id, item, annotator, label, created_at,
-    schema_version, guideline_version``.
-
-    A revision that has been superseded by a child revision is left out; model drafts are
-    left out (they are not reads).
-    """
+def _current_rows(session: Session, project: Project) -> list[Any]:
+    """Every human reader's current revisions (not superseded by a child), oldest first."""
     child = aliased(Annotation)
-    rows = session.execute(
+    return list(session.execute(
         select(
             Annotation.id,
             Item.external_id,
@@ -100,11 +106,33 @@ def current_labels(session: Session, project: Project) -> pd.DataFrame:
         .where(Annotation.project_id == project.id, Annotation.source == "human",
                child.id.is_(None))
         .order_by(Annotation.id)
-    ).all()
+    ).all())
+
+
+def current_labels(session: Session, project: Project) -> pd.DataFrame:
+    """The long table of every human reader's *latest* revision per item (single/ordinal
+    classification): columns ``annotation_id, item, annotator, label, created_at,
+    schema_version, guideline_version``.
+
+    A revision that has been superseded by a child revision is left out; model drafts are
+    left out (they are not reads).
+    """
     frame = pd.DataFrame(
-        [(a, i, u, p.get("label"), c, s, g) for a, i, u, p, c, s, g in rows],
+        [(a, i, u, p.get("label"), c, s, g) for a, i, u, p, c, s, g in
+         _current_rows(session, project)],
         columns=["annotation_id", "item", "annotator", "label", "created_at", "schema_version",
                  "guideline_version"],
     )
     # The same reader may have labelled an item twice without revising: keep the latest.
+    return frame.drop_duplicates(["item", "annotator"], keep="last").reset_index(drop=True)
+
+
+def current_payloads(session: Session, project: Project) -> pd.DataFrame:
+    """As :func:`current_labels` but with the whole ``payload`` of each read instead of its
+    ``label`` (multi-label and geometric schemas): columns ``annotation_id, item, annotator,
+    payload``."""
+    frame = pd.DataFrame(
+        [(a, i, u, p) for a, i, u, p, *_rest in _current_rows(session, project)],
+        columns=["annotation_id", "item", "annotator", "payload"],
+    )
     return frame.drop_duplicates(["item", "annotator"], keep="last").reset_index(drop=True)

@@ -69,18 +69,27 @@ def set_policy(
     Raises
     ------
     InputError
-        The YAML is invalid, a field is out of range (named), the schema is not a single or
-        ordinal classification, or a stage the policy uses has no qualified active reader.
+        The YAML is invalid, a field is out of range (named), the schema is a measurement
+        schema, gold or calibration is asked of a schema other than single or ordinal
+        classification, or a stage the policy uses has no qualified active reader.
     """
     policy = parse_policy(text, source=source)
     schema = rules(session, project).schema
-    if schema.kind.value != "classification" or (schema.mode and schema.mode.value == "multi"):
-        raise InputError("workflow policies run single or ordinal classification schemas",
-                         source=source, field="schema")
+    if schema.kind.value == "measurement":
+        raise InputError("workflow policies run classification, box, polygon and mask "
+                         "schemas, not measurements", source=source, field="schema")
+    single = schema.kind.value == "classification" and schema.mode is not None and (
+        schema.mode.value != "multi")
+    for name in ("gold", "calibration"):
+        if getattr(policy, name) is not None and not single:
+            kind = "multi-label" if schema.kind.value == "classification" else schema.kind.value
+            raise InputError(f"{name} scores single-label reads against a known class; this "
+                             f"project's schema is {kind}: leave {name} out",
+                             source=source, field=name)
     people = [(u.username, role, u.tier, u.specialty)
               for u, held in project_readers(session, project) for role in sorted(held)]
     # One person counts once per stage however many roles they hold.
-    check_policy_readers(policy, _dedupe(people), source=source)
+    check_policy_readers(policy, _dedupe(people), source=source, kind=schema.kind.value)
     latest = session.scalar(select(func.max(PolicyVersion.version))
                             .where(PolicyVersion.project_id == project.id))
     row = PolicyVersion(project_id=project.id, version=(latest or 0) + 1, source_text=text,

@@ -44,7 +44,10 @@ from truthset.domain.errors import (
     PermissionDeniedError,
 )
 from truthset.domain.policy import Policy, PrelabelUse, Stage, WorkflowKind, qualifies
-from truthset.domain.schema import RiskLevel
+from truthset.domain.schema import RiskLevel, SchemaKind
+from truthset.quality.aggregation.multilabel import MultiLabelAggregator
+from truthset.quality.aggregation.registry import AGGREGATORS
+from truthset.quality.shapes import ImageBounds, parse_objects
 from truthset.store.models import (
     Annotation,
     Consensus,
@@ -62,12 +65,15 @@ from truthset.workflow import acceptance
 from truthset.workflow import readers as rd
 from truthset.workflow.active_learning import NEUTRAL, item_priorities
 from truthset.workflow.engine import (
+    MODEL_READER,
     Decision,
     ItemState,
     ReviewOutcome,
     consensus_posteriors,
+    core_payload,
     decide,
     reads_with_draft,
+    schema_shape,
     stable_uniform,
 )
 from truthset.workflow.policies import CurrentPolicy, current_policy, reader_roles
@@ -230,6 +236,12 @@ class _ItemFacts:
     adjudication: tuple[int, str] | None
     subject: tuple[int, str] | None = None  # the read a reviewer judges: first read or draft
     draft_rejected: bool = False
+    payloads: dict[int, dict[str, Any]] = field(default_factory=dict)  # annotation id -> payload
+    draft_id: int | None = None
+
+    def payload(self, annotation_id: int | None) -> dict[str, Any] | None:
+        """The stored payload of one of the item's annotations."""
+        return None if annotation_id is None else self.payloads.get(annotation_id)
 
 
 def _facts(session: Session, item: Item) -> _ItemFacts:
@@ -271,9 +283,10 @@ def _facts(session: Session, item: Item) -> _ItemFacts:
         if rv.decision == "escalate":
             review = ReviewOutcome(name, None, escalated=True)
         elif rv.decision == "correct" and rv.corrected_annotation_id is not None:
-            review = ReviewOutcome(name, _label(payloads.get(rv.corrected_annotation_id)))
+            review = ReviewOutcome(name, _label(payloads.get(rv.corrected_annotation_id)),
+                                   payload=payloads.get(rv.corrected_annotation_id))
         else:
-            review = ReviewOutcome(name, subject[1])
+            review = ReviewOutcome(name, subject[1], payload=payloads.get(subject[0]))
     draft = draft_row[1] if draft_row else None
     conf = (draft or {}).get("confidence")
     adj = adjudications[-1] if adjudications else None
@@ -282,7 +295,8 @@ def _facts(session: Session, item: Item) -> _ItemFacts:
         draft_confidence=float(conf) if isinstance(conf, int | float) else None,
         review=review, review_annotation=subject[0] if subject else None,
         adjudication=(adj[0], _label(adj[1]) or "") if adj else None,
-        subject=subject, draft_rejected=draft_rejected,
+        subject=subject, draft_rejected=draft_rejected, payloads=payloads,
+        draft_id=draft_row[0] if draft_row else None,
     )
 
 
@@ -306,6 +320,8 @@ def _posterior(session: Session, project: Project, policy: Policy, item: Item,
     answers clamped); ``None`` for majority vote (decide() uses the vote shares)."""
     if policy.method == "mv" or not facts.reads:
         return None
+    if schema_shape(_rules(session, project).schema) == "multi":
+        return _multi_label_posterior(session, project, policy, item, classes)
     table = project_reads(session, project)
     if policy.prelabels == PrelabelUse.DRAFT:
         drafts = session.execute(select(Annotation.item_id, Annotation.payload).where(
@@ -326,6 +342,35 @@ def _posterior(session: Session, project: Project, policy: Policy, item: Item,
     return {str(c): float(v) for c, v in post.loc[key].items()}
 
 
+def _multi_label_posterior(session: Session, project: Project, policy: Policy, item: Item,
+                           classes: tuple[str, ...]) -> dict[str, float] | None:
+    """P(present) per class for ``item`` from the policy method fitted one class at a time on
+    the whole project's multi-label reads (:class:`MultiLabelAggregator`)."""
+    rows = session.execute(
+        select(Annotation.item_id, User.username, Annotation.payload)
+        .join(Task, Task.id == Annotation.task_id).join(User, User.id == Annotation.author_id)
+        .where(Annotation.project_id == project.id, Task.stage == Stage.ANNOTATE.value,
+               Task.status == DONE, Annotation.parent_id.is_(None))
+        .order_by(Annotation.id)).all()
+    records = [(str(i), u, list((p or {}).get("labels") or [])) for i, u, p in rows]
+    if policy.prelabels == PrelabelUse.DRAFT:
+        records = [(str(i), MODEL_READER, list((p or {}).get("labels") or []))
+                   for i, p in session.execute(select(Annotation.item_id, Annotation.payload)
+                                               .where(Annotation.project_id == project.id,
+                                                      Annotation.source == "model"))] + records
+    table = pd.DataFrame(records, columns=["item", "annotator", "label"]).drop_duplicates(
+        ["item", "annotator"], keep="last")
+    try:
+        model = MultiLabelAggregator(AGGREGATORS[policy.method], classes=list(classes))
+        model.fit(table)
+    except (ValueError, KeyError, InputError):  # too few reads for the method: the vote
+        return None
+    key = str(item.id)
+    if key not in model.probas_.index:
+        return None
+    return {str(c): float(v) for c, v in model.probas_.loc[key].fillna(0.0).items()}
+
+
 def item_decision(session: Session, project: Project, item: Item,
                   current: CurrentPolicy | None = None) -> tuple[Decision, _ItemFacts]:
     """What ``item`` needs next under the project's policy, and the facts it was decided on."""
@@ -336,6 +381,20 @@ def item_decision(session: Session, project: Project, item: Item,
     facts = _facts(session, item)
     reads = tuple((u, lab) for _a, u, lab in facts.reads)
     draft = None if facts.draft_rejected else facts.draft
+    if schema_shape(schema) != "single":
+        draft_payload = None if facts.draft_rejected else facts.payload(facts.draft_id)
+        payloads = tuple(facts.payloads[a] for a, _u, _lab in facts.reads)
+        if draft_payload is not None and policy.prelabels == PrelabelUse.DRAFT:
+            reads, payloads = ((MODEL_READER, ""), *reads), (draft_payload, *payloads)
+        state = ItemState(
+            reads=reads, review=facts.review, payloads=payloads, draft_payload=draft_payload,
+            adjudication_payload=facts.payload(facts.adjudication[0]) if facts.adjudication
+            else None,
+            posterior=_posterior(session, project, policy, item, schema.class_names, facts),
+            u=stable_uniform("review", project.id, item.id),
+            bounds=ImageBounds.from_media(item.media),
+        )
+        return decide(policy, risks, state, schema=schema), facts
     state = ItemState(
         reads=reads_with_draft(policy, reads, draft),
         draft=draft, review=facts.review,
@@ -449,12 +508,15 @@ def _finalise(session: Session, project: Project, item: Item, decision: Decision
         else:
             inputs = inputs[:1] or ([facts.subject[0]] if facts.subject else [])
     else:
-        method = decision.rules.method
+        method = decision.method or decision.rules.method
+    parameters = {"policy": cur.policy.name, "policy_version": cur.version,
+                  "workflow": decision.rules.workflow.value, "reason": decision.reason}
+    if decision.payload is not None and method not in (ADJUDICATION_SOURCE, "review", "single"):
+        parameters.update(decision.parameters)
+    label = decision.payload if decision.payload is not None else {"label": decision.label}
     session.add(Consensus(
-        project_id=project.id, item_id=item.id, method=method,
-        parameters={"policy": cur.policy.name, "policy_version": cur.version,
-                    "workflow": decision.rules.workflow.value, "reason": decision.reason},
-        label={"label": decision.label}, posterior=dict(decision.posterior),
+        project_id=project.id, item_id=item.id, method=method, parameters=parameters,
+        label=label, posterior=dict(decision.posterior),
         confidence=decision.confidence, agreement=decision.agreement,
         input_annotation_ids=inputs, status="final"))
 
@@ -508,12 +570,13 @@ def enqueue(session: Session, project: Project, external_ids: list[str] | None =
     Raises
     ------
     InputError
-        A named item does not exist, or the schema is not single/ordinal classification.
+        A named item does not exist, or the schema is a measurement schema (the workflow runs
+        classification, box, polygon and mask schemas).
     """
     schema = _rules(session, project).schema
-    if schema.kind.value != "classification" or (schema.mode and schema.mode.value == "multi"):
-        raise InputError("the workflow runs single or ordinal classification schemas",
-                         field="schema")
+    if schema.kind == SchemaKind.MEASUREMENT:
+        raise InputError("the workflow runs classification, box, polygon and mask schemas, "
+                         "not measurements", field="schema")
     cur = current_policy(session, project)
     stmt = select(Item).where(Item.project_id == project.id, Item.status == "active",
                               ~exists().where(Task.item_id == Item.id),
@@ -578,28 +641,62 @@ def _view(session: Session, project: Project, task: Task, policy: Policy) -> Tas
     assert item is not None
     current = _rules(session, project)
     context: dict[str, Any] = {}
+    # Multi-label and geometric schemas show payloads (objects) beside the labels.
+    payloads = schema_shape(current.schema) != "single"
     if task.stage in (Stage.REVIEW.value, Stage.ADJUDICATE.value) or (
             policy.prelabels == PrelabelUse.DRAFT):
         facts = _facts(session, item)
         if task.stage == Stage.REVIEW.value and facts.subject is not None:
             context["under_review"] = {"annotation_id": facts.subject[0],
                                        "label": facts.subject[1]}
+            if payloads:
+                context["under_review"]["label"] = None
+                context["under_review"]["payload"] = core_payload(
+                    facts.payload(facts.subject[0]))
         elif task.stage == Stage.ADJUDICATE.value:
             context["reads"] = [{"annotation_id": a, "reader": u, "label": lab}
                                 for a, u, lab in facts.reads]
+            if payloads:
+                for entry in context["reads"]:
+                    entry["label"] = None
+                    entry["payload"] = core_payload(facts.payload(entry["annotation_id"]))
             if facts.review is not None:
                 context["review"] = {"reviewer": facts.review.reviewer,
                                      "label": facts.review.label,
                                      "escalated": facts.review.escalated}
+                if payloads:
+                    context["review"]["label"] = None
+                    context["review"]["payload"] = core_payload(facts.review.payload)
             esc = session.scalar(select(Escalation).where(Escalation.task_id == task.id))
             if esc is not None:
                 context["escalation"] = {"reason": esc.reason,
                                          "due_at": aware(esc.due_at).isoformat()}  # type: ignore[union-attr]
+            if payloads:
+                context["consensus"] = _consensus_view(session, project, item)
+        elif task.stage == Stage.ANNOTATE.value and payloads and facts.draft_id is not None:
+            context["draft"] = {"label": None,
+                                "payload": core_payload(facts.payload(facts.draft_id))}
         elif facts.draft is not None and task.stage == Stage.ANNOTATE.value:
             context["draft"] = {"label": facts.draft}
     return TaskView(task.id, project.key, item.id, item.external_id, task.stage,
                     aware(task.lease_expires_at), current.schema_version,
                     current.guideline_version, context)
+
+
+def _consensus_view(session: Session, project: Project, item: Item) -> dict[str, Any] | None:
+    """What the reads of an item under adjudication add up to (multi-label and geometric
+    schemas): the consensus payload (fused objects with ``support`` and ``readers``, and the
+    ``minority`` findings), how it was computed and why it did not become final; ``None``
+    when there is no consensus of reads (a single read escalated by its reviewer)."""
+    decision = item_decision(session, project, item)[0]
+    if decision.payload is None or decision.method in (None, "review", "single",
+                                                       ADJUDICATION_SOURCE):
+        return None
+    return {"method": decision.method, "payload": decision.payload,
+            "agreement": decision.agreement, "confidence": decision.confidence,
+            "target": decision.parameters.get("target", decision.rules.target),
+            "posterior": dict(decision.posterior), "parameters": decision.parameters,
+            "reason": decision.reason}
 
 
 def _lease(session: Session, task: Task, user: User, policy: Policy, now: datetime) -> None:
@@ -822,9 +919,15 @@ def _time(value: float | None, task: Task, user: User, what: str) -> float | Non
 
 
 def _clean(session: Session, project: Project, payload: Any, task: Task, user: User,
-           what: str) -> dict[str, Any]:
+           what: str, item: Item) -> dict[str, Any]:
+    """The payload checked against the schema and, for geometric schemas, every object
+    against the item's image (``objects.<k>.<field>`` named)."""
+    schema = _rules(session, project).schema
     try:
-        return _rules(session, project).schema.validate_payload(payload)
+        clean = schema.validate_payload(payload)
+        if schema.kind in (SchemaKind.BOX, SchemaKind.POLYGON, SchemaKind.MASK):
+            parse_objects(clean, bounds=ImageBounds.from_media(item.media))
+        return clean
     except InputError as exc:
         raise _refuse(TaskInputError(exc.reason, field=exc.field or "payload"), task, user,
                       what) from None
@@ -861,7 +964,7 @@ def submit(session: Session, project: Project, user: User, task_id: int, payload
     now = now or utcnow()
     what = "submit"
     task, item = _locked_task(session, project, user, task_id, Stage.ANNOTATE.value, what, now)
-    clean = _clean(session, project, payload, task, user, what)
+    clean = _clean(session, project, payload, task, user, what, item)
     spent = _time(time_spent_s, task, user, what)
     cur = current_policy(session, project)
     gold = session.scalar(select(GoldItem).where(GoldItem.item_id == item.id))
@@ -958,8 +1061,11 @@ def review(session: Session, project: Project, user: User, task_id: int, decisio
         raise _refuse(TaskDeniedError("nobody may review their own work"), task, user, what)
     corrected: Annotation | None = None
     if decision == "correct":
-        clean = _clean(session, project, payload, task, user, what)
-        if _label(clean) == facts.subject[1]:
+        clean = _clean(session, project, payload, task, user, what, item)
+        same = (core_payload(clean) == core_payload(facts.payload(facts.subject[0]))
+                if schema_shape(_rules(session, project).schema) != "single"
+                else _label(clean) == facts.subject[1])
+        if same:
             raise _refuse(TaskInputError("a correction must change the label; accept it "
                                          "instead", field="label"), task, user, what)
         corrected = _annotation(session, project, task, user, clean, spent,
@@ -999,7 +1105,7 @@ def adjudicate(session: Session, project: Project, user: User, task_id: int, pay
     if not reason.strip():
         raise _refuse(TaskInputError("an adjudication needs a reason", field="reason"), task,
                       user, what)
-    clean = _clean(session, project, payload, task, user, what)
+    clean = _clean(session, project, payload, task, user, what, item)
     spent = _time(time_spent_s, task, user, what)
     authors = set(session.scalars(select(Annotation.author_id).where(
         Annotation.item_id == item.id, Annotation.source == "human")))

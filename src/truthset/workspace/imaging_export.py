@@ -2,12 +2,15 @@
 maps: a thin service over :mod:`truthset.imaging.export`.
 
 Which labels: the current consensus of each item (``labels="consensus"``) or one reader's
-latest revision (``labels=<username>``). Masks are the stored payload form
-``{"objects": [{"label", "mask": {"shape", "runs"}}]}`` (see
-:func:`truthset.prelabel.output.decode_mask`) with the shape of the item's volume
-``(slices, rows, columns)`` (or ``(rows, columns)`` for one image); boxes
-``{"objects": [{"label", "box": [x0, y0, x1, y1], "slice": k}]}`` in pixels, polygons
-``{"objects": [{"label", "points": [[x, y], ...], "slice": k}]}``.
+latest revision (``labels=<username>``). Objects are read by
+:func:`truthset.quality.shapes.parse_objects`, in either spelling: masks as the web
+application's COCO RLE ``{"type": "mask", "label", "frame": k, "rle": {"size", "counts"}}`` or
+the stored ``{"label", "mask": {"shape", "runs"}}`` with the shape of the item's volume
+``(slices, rows, columns)`` (or ``(rows, columns)`` for one image); boxes ``{"type": "box",
+"label", "frame": k, "bbox": [x, y, w, h]}`` or ``{"label", "box": [x0, y0, x1, y1], "slice":
+k}`` in pixels; polygons ``{"type": "polygon", "label", "frame": k, "points": [x0, y0, ...]}``
+or ``{"label", "points": [[x, y], ...], "slice": k}``. In a label map (SEG, NIfTI), boxes and
+polygons of a mask schema are rasterised.
 
 Only de-identified DICOM items that are not quarantined are exported; reader names never
 enter the files (observers are written as ``R-<user id>``). Every export is audited.
@@ -35,7 +38,7 @@ from truthset.imaging.export import (
     labelmap_to_nifti,
     segmentation_to_dicom_seg,
 )
-from truthset.prelabel.output import decode_mask
+from truthset.quality.shapes import ImageBounds, parse_objects, rasterise
 from truthset.store.blobs import BlobStore
 from truthset.store.models import Annotation, Consensus, Item, Project, User
 from truthset.workspace.medical import DICOM_MEDIA_TYPE
@@ -82,43 +85,38 @@ def _series(blobs: BlobStore, item: Item) -> DicomSeries:
 
 def _label_map(payload: dict[str, Any], classes: list[str], shape: tuple[int, int, int],
                ) -> np.ndarray:
+    """The volume's label map: each object's pixels (masks as they are, boxes and polygons
+    rasterised) set to its class number, in object order."""
     labels = np.zeros(shape, dtype=np.uint8)
-    for k, obj in enumerate(payload.get("objects", []) or []):
-        if "mask" not in obj:
-            continue
-        try:
-            mask = decode_mask(obj["mask"])
-        except ValueError as exc:
-            raise InputError(f"object {k}: {exc}", field=f"objects.{k}.mask") from exc
-        if mask.ndim == 2:
-            mask = mask[np.newaxis]
-        if mask.shape != shape:
-            raise InputError(f"object {k}: mask shape {list(mask.shape)} is not the volume's "
-                             f"{list(shape)}", field=f"objects.{k}.mask")
-        labels[mask] = classes.index(str(obj["label"])) + 1
+    bounds = ImageBounds(width=shape[2], height=shape[1], frames=shape[0])
+    for obj in parse_objects(payload, bounds=bounds):
+        if obj.frame < 0:
+            continue  # a 3D box has no pixels of its own
+        pixels = rasterise(obj, shape[1], shape[2])
+        labels[obj.frame][pixels] = classes.index(obj.label) + 1
     return labels
 
 
 def _findings(payload: dict[str, Any], slices: int) -> list[Finding]:
     out = []
-    for k, obj in enumerate(payload.get("objects", []) or []):
-        index = int(obj.get("slice", 0))
-        if not 0 <= index < slices:
-            raise InputError(f"object {k}: slice {index} is outside the series",
+    finding = ("52988006", "SCT", "Lesion")
+    for obj in parse_objects(payload):
+        if obj.kind == "mask":
+            continue
+        k = obj.index
+        if len(obj.box) == 6:
+            raise InputError(f"object {k}: only 2D boxes [x0, y0, x1, y1] go into SR",
+                             field=f"objects.{k}.box")
+        if not 0 <= obj.frame < slices:
+            raise InputError(f"object {k}: slice {obj.frame} is outside the series",
                              field=f"objects.{k}.slice")
-        finding = ("52988006", "SCT", "Lesion")
-        tracking = f"{obj['label']} #{k + 1}"
-        if "box" in obj:
-            box = [float(v) for v in obj["box"]]
-            if len(box) != 4:
-                raise InputError(f"object {k}: only 2D boxes [x0, y0, x1, y1] go into SR",
-                                 field=f"objects.{k}.box")
-            out.append(Finding.from_box(tracking, (box[0], box[1], box[2] - box[0],
-                                                   box[3] - box[1]),
-                                        source_index=index, finding=finding))
-        elif "points" in obj:
-            points = tuple((float(p[0]), float(p[1])) for p in obj["points"])
-            out.append(Finding(tracking, points, source_index=index, finding=finding))
+        tracking = f"{obj.label} #{k + 1}"
+        if obj.points is not None:
+            out.append(Finding(tracking, obj.points, source_index=obj.frame, finding=finding))
+        else:
+            x0, y0, x1, y1 = obj.box
+            out.append(Finding.from_box(tracking, (x0, y0, x1 - x0, y1 - y0),
+                                        source_index=obj.frame, finding=finding))
     return out
 
 

@@ -182,8 +182,8 @@ def annotate(key: Key, item_id: ItemId, body: AnnotationIn, ctx: CtxDep) -> Anno
 # -- consensus ---------------------------------------------------------------------------------
 def _consensus_out(row: Consensus) -> ConsensusOut:
     return ConsensusOut(id=row.id, item_id=row.item_id, method=row.method, label=row.label,
-                        posterior=row.posterior, confidence=row.confidence,
-                        agreement=row.agreement, status=row.status,
+                        parameters=row.parameters or {}, posterior=row.posterior,
+                        confidence=row.confidence, agreement=row.agreement, status=row.status,
                         input_annotation_ids=row.input_annotation_ids, created_at=row.created_at)
 
 

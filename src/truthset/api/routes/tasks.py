@@ -68,7 +68,13 @@ class EnqueueOut(BaseModel):
 
 class TaskOut(BaseModel):
     """A task leased to you. ``context``: the read under review (review), every read and the
-    escalation (adjudicate), or the model draft (annotate, under ``prelabels: draft``)."""
+    escalation (adjudicate), or the model draft (annotate, under ``prelabels: draft``).
+
+    Multi-label and geometric (box, polygon, mask) projects add each read's ``payload``
+    (its ``labels`` or ``objects``; ``label`` is then ``null``) and, for an adjudication,
+    ``consensus``: the fused objects with how many readers saw each (``support``,
+    ``readers``), the findings too few readers saw (``minority``), the agreement figure and
+    target, and why the item was escalated (see docs/api.md)."""
 
     task_id: int
     project: str
@@ -106,7 +112,9 @@ class ReviewIn(_In):
 
 
 class AdjudicationIn(_In):
-    """The final label of an escalated item and the reason for it (required)."""
+    """The final label of an escalated item and the reason for it (required). Geometric
+    projects send ``{"objects": [...]}``: every object is checked against the schema and the
+    item's image (422 naming ``payload``'s ``objects.<k>.<field>``)."""
 
     payload: dict[str, Any]
     reason: str = Field(min_length=1, max_length=10_000)
