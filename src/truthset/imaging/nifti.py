@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,13 +86,56 @@ def read_nifti(path: str | os.PathLike[str]) -> NiftiVolume:
             raise InputError(
                 f"truncated NIfTI file: {available} data bytes, {expected} expected", source=label
             )
+    return NiftiVolume(info=_info(image, label), image=image)
+
+
+def _info(image: nib.Nifti1Image | nib.Nifti2Image, label: str) -> VolumeInfo:
+    header = image.header
     affine = image.affine if image.affine is not None else np.eye(4)
-    info = VolumeInfo(
+    return VolumeInfo(
         source=label,
-        shape=shape,
+        shape=tuple(int(s) for s in image.shape),
         spacing=tuple(float(z) for z in header.get_zooms()),
         affine=as_matrix4(affine),
         dtype=str(header.get_data_dtype()),
         axis_codes=tuple(str(c) for c in nib.aff2axcodes(affine)),
     )
-    return NiftiVolume(info=info, image=image)
+
+
+def nifti_from_bytes(data: bytes, *, source: str = "<bytes>") -> NiftiVolume:
+    """Read a NIfTI-1 or NIfTI-2 file given as bytes (gzipped or not).
+
+    Parameters
+    ----------
+    data:
+        The file's bytes (a stored blob, an HTTP answer).
+    source:
+        What to call it in errors.
+
+    Returns
+    -------
+    NiftiVolume
+        As :func:`read_nifti` gives.
+
+    Raises
+    ------
+    InputError
+        Not gzip or not NIfTI, or a data block shorter than the header declares.
+    """
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"not a gzip file: {exc}", source=source) from exc
+    problem: Exception | None = None
+    for kind in (nib.Nifti1Image, nib.Nifti2Image):
+        try:
+            image = kind.from_bytes(data)
+        except Exception as exc:  # nibabel raises many types for bad headers
+            problem = exc
+            continue
+        expected = int(np.prod(image.shape)) * image.header.get_data_dtype().itemsize
+        if len(data) - int(image.header.get_data_offset()) < expected:
+            raise InputError("truncated NIfTI data", source=source)
+        return NiftiVolume(info=_info(image, source), image=image)
+    raise InputError(f"not a readable NIfTI file ({problem})", source=source)

@@ -9,6 +9,10 @@ Three adapters, one interface (:class:`ModelAdapter`):
 - :class:`ClassicalSegmenter` thresholds intensities and keeps connected components
   (``scipy.ndimage``): drafting works with no weights at all.
 
+Every adapter drafts 2D images and 3D volumes (a DICOM series, a NIfTI volume): it is given
+:class:`Pixels` — the array, and for a volume the voxel spacing in mm per array axis — or a plain
+array (2D grey, 2D colour with a trailing axis of 3 or 4, or 3D grey = a volume).
+
 Adapters do no checking: :func:`truthset.prelabel.output.check_output` decides whether an answer
 is acceptable. An adapter raises :class:`~truthset.prelabel.output.DraftRefused` only for what it
 alone can see (a timeout, an HTTP error, an unreadable answer).
@@ -33,31 +37,75 @@ from truthset.prelabel.output import OUTPUT_KINDS, DraftRefused, OutputKind
 KINDS = ("onnx", "http", "classical")
 
 
+@dataclass(frozen=True)
+class Pixels:
+    """What a model is given of an item.
+
+    Parameters
+    ----------
+    array:
+        A 2D image ``(rows, columns[, 3|4])`` or a 3D volume ``(slices, rows, columns)`` (a
+        DICOM series) / ``(i, j, k)`` (a NIfTI file's voxel order).
+    spacing:
+        Voxel size in mm along each spatial axis of ``array``, in the array's axis order;
+        ``None`` when unknown.
+    volume:
+        Whether ``array`` is a 3D volume (a trailing axis of 3 or 4 is then a spatial axis
+        unless ``array`` has 4 dimensions).
+    """
+
+    array: NDArray[Any]
+    spacing: tuple[float, ...] | None = None
+    volume: bool = False
+
+    @property
+    def colour(self) -> bool:
+        """Whether the last axis holds colour samples."""
+        arr = self.array
+        return arr.ndim == (4 if self.volume else 3) and arr.shape[-1] in (3, 4)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The spatial shape (colour samples left out)."""
+        shape = tuple(int(s) for s in self.array.shape)
+        return shape[:-1] if self.colour else shape
+
+    def grey(self) -> NDArray[np.float32]:
+        """A single-channel float32 view (colour is averaged)."""
+        arr = np.asarray(self.array)
+        if self.colour:
+            arr = arr[..., :3].mean(axis=-1)
+        return arr.astype(np.float32, copy=False)
+
+
+def as_pixels(image: NDArray[Any] | Pixels) -> Pixels:
+    """``image`` as :class:`Pixels`: a plain 3D array is a volume unless its last axis has 3
+    or 4 entries (a colour image)."""
+    if isinstance(image, Pixels):
+        return image
+    arr = np.asarray(image)
+    return Pixels(arr, None, volume=arr.ndim == 3 and arr.shape[-1] not in (3, 4))
+
+
 class ModelAdapter(Protocol):
-    """Anything that answers for one image."""
+    """Anything that answers for one image or volume."""
 
     #: Where inference runs: ``"cpu"``, ``"cuda"`` or ``"remote"``.
     device: str
 
-    def predict(self, image: NDArray[Any]) -> Mapping[str, Any]:
+    def predict(self, image: NDArray[Any] | Pixels) -> Mapping[str, Any]:
         """The model's raw answer for ``image`` (see :mod:`truthset.prelabel.output`)."""
         ...
 
 
-def _grey(image: NDArray[Any]) -> NDArray[np.float32]:
-    """A single-channel float32 view of a 2D image (colour is averaged)."""
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        arr = arr[..., :3].mean(axis=-1)
-    return arr.astype(np.float32, copy=False)
+def _grey(image: NDArray[Any] | Pixels) -> NDArray[np.float32]:
+    """A single-channel float32 view of an image or volume (colour is averaged)."""
+    return as_pixels(image).grey()
 
 
-def spatial_shape(image: NDArray[Any]) -> tuple[int, ...]:
-    """The spatial shape of an image: colour channels (a trailing axis of 3 or 4) left out."""
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        return tuple(int(s) for s in arr.shape[:2])
-    return tuple(int(s) for s in arr.shape)
+def spatial_shape(image: NDArray[Any] | Pixels) -> tuple[int, ...]:
+    """The spatial shape of an image or volume: colour samples left out."""
+    return as_pixels(image).shape
 
 
 def _softmax(x: NDArray[np.float64], axis: int = -1) -> NDArray[np.float64]:
@@ -91,8 +139,13 @@ class OnnxAdapter:
     ``scale``, ``offset``
         Input normalisation ``x * scale + offset`` (defaults 1/255 and 0).
     ``input_size``
-        ``[rows, cols]`` the model expects; images are resized (bilinear) and label maps
-        resized back (nearest).
+        ``[rows, cols]`` (``[slices, rows, cols]`` for a volume) the model expects; images are
+        resized (linear) and label maps resized back (nearest).
+
+    Input: ``1x1xHxW`` float for an image, ``1x1xDxHxW`` for a volume. Output:
+    classification ``1xK``; mask ``1xKx<spatial>`` scores or ``1x<spatial>`` indices; boxes
+    ``Nx6`` rows ``x0 y0 x1 y1 score class`` (``Nx8``: ``x0 y0 z0 x1 y1 z1 score class`` for a
+    volume).
     """
 
     model_bytes: bytes
@@ -111,12 +164,16 @@ class OnnxAdapter:
         self.device = "cuda" if "CUDAExecutionProvider" in used else "cpu"
         self._input = self._session.get_inputs()[0].name
 
-    def predict(self, image: NDArray[Any]) -> Mapping[str, Any]:
-        """Run the model on ``image`` (2D, grey or colour) and shape its answer."""
+    def predict(self, image: NDArray[Any] | Pixels) -> Mapping[str, Any]:
+        """Run the model on ``image`` (a 2D image, grey or colour, or a 3D volume) and shape
+        its answer."""
         grey = _grey(image)
         shape = grey.shape
         size = self.config.get("input_size")
         if size:
+            if len(size) != grey.ndim:
+                raise DraftRefused(f"input_size {list(size)} does not fit this "
+                                   f"{grey.ndim}D image", kind="input")
             factors = [t / s for t, s in zip(size, shape, strict=True)]
             grey = ndimage.zoom(grey, factors, order=1)
         scale = float(self.config.get("scale", 1 / 255))
@@ -136,29 +193,43 @@ class OnnxAdapter:
                                    f"{len(classes)} registered output classes")
             probs = _softmax(values) if softmax else values
             return {"probabilities": dict(zip(classes, probs.tolist(), strict=True))}
+        n = grey.ndim
         if self.output == "mask":
-            scores = first[0] if first.ndim == 4 else first
-            label_map = (np.argmax(scores, axis=0) if scores.ndim == 3
-                         else scores.astype(np.int64))
-            if size and tuple(label_map.shape) != shape:
+            if first.ndim == n + 2:  # 1 x K x spatial: scores
+                label_map = np.argmax(first[0], axis=0)
+            elif first.ndim == n + 1 and first.shape[0] == 1:  # 1 x spatial: indices
+                label_map = first[0].astype(np.int64)
+            elif first.ndim == n + 1:  # K x spatial: scores without the batch axis
+                label_map = np.argmax(first, axis=0)
+            else:  # spatial: indices (another rank is refused by the shape check)
+                label_map = first.astype(np.int64)
+            if size and label_map.ndim == n and tuple(label_map.shape) != shape:
                 factors = [s / t for s, t in zip(shape, label_map.shape, strict=True)]
                 label_map = ndimage.zoom(label_map, factors, order=0)
             names = {c: k for k, c in enumerate(classes) if k > 0 and c not in ("", "background")}
             return {"label_map": label_map.astype(np.int64), "label_names": names}
-        # box: [N, 6] rows of x0, y0, x1, y1, score, class index
-        rows = first.reshape(-1, 6) if first.size else np.zeros((0, 6))
+        # box: rows of x0, y0[, z0], x1, y1[, z1], score, class index
+        width = 2 * n + 2
+        rows = first.reshape(-1, width) if first.size else np.zeros((0, width))
         return {"objects": [
-            {"label": classes[int(r[5])] if 0 <= int(r[5]) < len(classes) else f"#{int(r[5])}",
-             "box": [float(v) for v in r[:4]], "score": float(r[4])}
+            {"label": classes[int(r[-1])] if 0 <= int(r[-1]) < len(classes)
+             else f"#{int(r[-1])}",
+             "box": [float(v) for v in r[:2 * n]], "score": float(r[-2])}
             for r in rows]}
 
 
 # -- remote HTTP (MONAI Label style) -------------------------------------------------------------
-def nifti_bytes(image: NDArray[Any]) -> bytes:
-    """A gzipped NIfTI-1 file holding ``image`` (grey) with an identity affine."""
+def nifti_bytes(image: NDArray[Any] | Pixels) -> bytes:
+    """A gzipped NIfTI-1 file holding ``image`` (grey), its voxel spacing on the affine's
+    diagonal (identity when unknown)."""
     import nibabel as nib
 
-    img = nib.Nifti1Image(np.ascontiguousarray(_grey(image)), np.eye(4))
+    px = as_pixels(image)
+    affine = np.eye(4)
+    if px.spacing is not None:
+        for axis, size in enumerate(px.spacing[:3]):
+            affine[axis, axis] = float(size)
+    img = nib.Nifti1Image(np.ascontiguousarray(px.grey()), affine)
     return gzip.compress(img.to_bytes(), compresslevel=1)
 
 
@@ -191,8 +262,8 @@ class HttpInferAdapter:
     timeout_s: float = 30.0
     device: str = "remote"
 
-    def predict(self, image: NDArray[Any]) -> Mapping[str, Any]:
-        """Send ``image`` and read the answer."""
+    def predict(self, image: NDArray[Any] | Pixels) -> Mapping[str, Any]:
+        """Send ``image`` (an image or a volume, with its spacing) and read the answer."""
         import httpx
 
         mode = str(self.config.get("response", "json"))
@@ -241,57 +312,74 @@ class HttpInferAdapter:
 # -- classical ------------------------------------------------------------------------------------
 @dataclass
 class ClassicalSegmenter:
-    """Thresholds and connected components: no weights needed.
+    """Thresholds and connected components: no weights needed. Works on 2D images and 3D
+    volumes alike (components are connected in 3D in a volume).
 
     Configuration:
 
     ``thresholds``
-        ``{class: [low, high]}``: pixels with ``low <= value <= high`` belong to the class
+        ``{class: [low, high]}``: voxels with ``low <= value <= high`` belong to the class
         (values after ``normalise``); the first matching class wins where ranges overlap.
     ``normalise``
         ``true`` (default) rescales the image to [0, 1] (min-max) before thresholding.
     ``min_size``
-        Smallest connected component kept, in pixels (default 10).
+        Smallest connected component kept, in voxels (default 10).
+    ``min_size_mm``
+        Smallest component kept in physical units — mm² for an image, mm³ for a volume — when
+        the item's voxel spacing is known (both limits apply when both are given).
+    ``connectivity``
+        Which neighbours connect: 1 (default) faces only (4 in 2D, 6 in 3D), up to the number
+        of axes (8 in 2D, 26 in 3D), as :func:`scipy.ndimage.generate_binary_structure`.
     ``smooth``
-        Gaussian sigma applied before thresholding (default 0, none).
+        Gaussian sigma in voxels applied before thresholding (default 0, none); ``smooth_mm``
+        the same in mm (per axis from the spacing; anisotropic volumes are smoothed evenly).
 
-    Each region's score is its contrast with a 3-pixel ring around it, as a share of the
+    Each region's score is its contrast with a 3-voxel ring around it, as a share of the
     image's intensity range (in [0.05, 1]).
     ``positive``, ``negative``
         Classification output: ``positive`` when any component is found, else ``negative``;
-        the probability grows with the largest component's area (``area_ref`` pixels = 0.95).
+        the probability grows with the largest component's size (``area_ref`` voxels = 0.95).
     """
 
     output: OutputKind
     config: Mapping[str, Any]
     device: str = "cpu"
 
-    def predict(self, image: NDArray[Any]) -> Mapping[str, Any]:
-        """Segment ``image``."""
-        grey = _grey(image).astype(np.float64)
-        sigma = float(self.config.get("smooth", 0))
-        if sigma > 0:
+    def predict(self, image: NDArray[Any] | Pixels) -> Mapping[str, Any]:
+        """Segment ``image`` (an image or a volume)."""
+        px = as_pixels(image)
+        grey = px.grey().astype(np.float64)
+        spacing = px.spacing if px.spacing and len(px.spacing) >= grey.ndim else None
+        voxel = float(np.prod(spacing[:grey.ndim])) if spacing else None
+        sigma: float | list[float] = float(self.config.get("smooth", 0))
+        if self.config.get("smooth_mm") and spacing:
+            sigma = [float(self.config["smooth_mm"]) / s for s in spacing[:grey.ndim]]
+        if np.any(np.asarray(sigma) > 0):
             grey = ndimage.gaussian_filter(grey, sigma)
         if self.config.get("normalise", True):
             lo, hi = float(grey.min()), float(grey.max())
             grey = (grey - lo) / (hi - lo) if hi > lo else np.zeros_like(grey)
         thresholds = self.config.get("thresholds", {})
         min_size = int(self.config.get("min_size", 10))
+        if voxel and self.config.get("min_size_mm") is not None:
+            min_size = max(min_size, int(np.ceil(float(self.config["min_size_mm"]) / voxel)))
+        structure = ndimage.generate_binary_structure(
+            grey.ndim, min(max(int(self.config.get("connectivity", 1)), 1), grey.ndim))
         taken = np.zeros(grey.shape, dtype=bool)
         objects: list[dict[str, Any]] = []
+        spread = float(grey.max() - grey.min()) or 1.0
         for name, (low, high) in thresholds.items():
             hit = (grey >= float(low)) & (grey <= float(high)) & ~taken
             taken |= hit
-            components, count = ndimage.label(hit)
+            components, count = ndimage.label(hit, structure=structure)
             if count == 0:
                 continue
             sizes = ndimage.sum_labels(hit, components, index=np.arange(1, count + 1))
             boxes = ndimage.find_objects(components)
-            spread = float(grey.max() - grey.min()) or 1.0
             for k in np.flatnonzero(sizes >= min_size):
                 mask = components == (k + 1)
-                # Score: contrast between the region and a 3-pixel ring around it (computed
-                # on the region's bounding box grown by 3 pixels).
+                # Score: contrast between the region and a 3-voxel ring around it (computed
+                # on the region's bounding box grown by 3 voxels).
                 crop = tuple(slice(max(sl.start - 3, 0), sl.stop + 3) for sl in boxes[k])
                 local = mask[crop]
                 ring = ndimage.binary_dilation(local, iterations=3) & ~local

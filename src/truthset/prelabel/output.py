@@ -76,6 +76,8 @@ class Prediction:
     kind: OutputKind
     probabilities: dict[str, float] = field(default_factory=dict)
     objects: tuple[DraftObject, ...] = ()
+    #: Voxel size in mm per axis of the masks (the item's spacing), when known.
+    spacing: tuple[float, ...] | None = None
 
     @property
     def label(self) -> str | None:
@@ -105,7 +107,7 @@ class Prediction:
         if self.kind == "classification":
             return self if self.label not in classes else Prediction(self.kind)
         return Prediction(self.kind, dict(self.probabilities),
-                          tuple(o for o in self.objects if o.label not in classes))
+                          tuple(o for o in self.objects if o.label not in classes), self.spacing)
 
     def payload(self) -> dict[str, Any]:
         """The annotation payload of this draft (see the module docstring)."""
@@ -117,6 +119,10 @@ class Prediction:
                                      "box": [float(v) for v in obj.box]}
             if obj.mask is not None:
                 entry["mask"] = encode_mask(obj.mask)
+                if self.spacing is not None and len(self.spacing) == obj.mask.ndim:
+                    entry["mask"]["spacing"] = [float(v) for v in self.spacing]
+                    entry["size_mm"] = round(
+                        float(obj.mask.sum()) * float(np.prod(self.spacing)), 6)
             out.append(entry)
         return {"objects": out}
 

@@ -15,7 +15,7 @@ import concurrent.futures
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,9 @@ from truthset.prelabel.adapters import (
     HttpInferAdapter,
     ModelAdapter,
     OnnxAdapter,
+    Pixels,
+    as_pixels,
     check_config,
-    spatial_shape,
 )
 from truthset.prelabel.output import DraftRefused, OutputKind, check_output
 from truthset.store.blobs import BlobStore
@@ -173,8 +174,21 @@ def make_adapter(model: PrelabelModel, blobs: BlobStore) -> ModelAdapter:
 
 
 # -- pixels ---------------------------------------------------------------------------------------
-def load_image(blobs: BlobStore, item: Item) -> NDArray[Any]:
-    """The pixels of an item's first media file (raster image or DICOM, first frame).
+#: Media types of stored item files (as :mod:`truthset.workspace.medical` writes them).
+DICOM_MEDIA = "application/dicom"
+NIFTI_MEDIA = "application/x-nifti"
+
+
+def load_pixels(blobs: BlobStore, item: Item) -> Pixels:
+    """What a model sees of an item: a 2D image, or a 3D volume with its voxel spacing.
+
+    - a DICOM **series** item (several instances, or one multi-frame instance imported as a
+      series): the volume ``(slices, rows, columns)`` in slice order with the modality LUT
+      applied (:meth:`truthset.imaging.dicom.DicomSeries.volume`), spacing ``(slice, row,
+      column)`` mm;
+    - a **NIfTI** volume: the voxel array in the file's ``(i, j, k)`` order with the scaling
+      applied, spacing from the header (a 4D file: its first volume);
+    - anything else: the 2D image (raster, or a single DICOM image's first frame).
 
     Raises
     ------
@@ -184,16 +198,40 @@ def load_image(blobs: BlobStore, item: Item) -> NDArray[Any]:
     media = [m for m in (item.media or []) if isinstance(m, dict) and m.get("sha256")]
     if not media:
         raise InputError("the item has no image", field="media")
-    data = blobs.get_bytes(str(media[0]["sha256"]))
-    if str(media[0].get("media_type", "")) == "application/dicom" or data[128:132] == b"DICM":
-        from truthset.imaging.dicom import read_dicom
+    first_type = str(media[0].get("media_type", ""))
+    if first_type == NIFTI_MEDIA:
+        from truthset.imaging.nifti import nifti_from_bytes
 
-        dicom = read_dicom(data, name=f"item {item.id}")
-        pixels = np.asarray(dicom.pixels())
-        return pixels[0] if dicom.info.frames > 1 else pixels
+        nifti = nifti_from_bytes(blobs.get_bytes(str(media[0]["sha256"])),
+                                 source=f"item {item.id}")
+        voxels = np.asarray(nifti.data())
+        while voxels.ndim > 3:
+            voxels = voxels[..., 0]
+        zooms = tuple(float(z) for z in nifti.info.spacing[:voxels.ndim])
+        return Pixels(voxels, zooms, volume=voxels.ndim == 3)
+    data = blobs.get_bytes(str(media[0]["sha256"]))
+    is_dicom = first_type == DICOM_MEDIA or data[128:132] == b"DICM"
+    if is_dicom:
+        from truthset.imaging.dicom import group_series, read_dicom
+
+        first = read_dicom(data, name=f"item {item.id}")
+        if item.kind == "series" or len(media) > 1:
+            images = [first] + [read_dicom(blobs.get_bytes(str(m["sha256"])),
+                                           name=f"item {item.id}") for m in media[1:]]
+            (series,) = group_series(images)
+            row, column, between = series.info.spacing
+            sizes = (float(between), float(row), float(column)) if between else None
+            return Pixels(series.volume(), sizes, volume=True)
+        pixels = np.asarray(first.pixels())
+        return Pixels(pixels[0] if first.info.frames > 1 else pixels)
     from truthset.imaging.raster import read_raster
 
-    return read_raster(data, name=f"item {item.id}").pixels
+    return Pixels(read_raster(data, name=f"item {item.id}").pixels)
+
+
+def load_image(blobs: BlobStore, item: Item) -> NDArray[Any]:
+    """The pixel array of an item (:func:`load_pixels` without the spacing)."""
+    return load_pixels(blobs, item).array
 
 
 # -- drafting -------------------------------------------------------------------------------------
@@ -216,7 +254,8 @@ class PrelabelSummary:
                 "reasons": dict(self.reasons), "device": self.device}
 
 
-def _call(adapter: ModelAdapter, image: NDArray[Any], timeout_s: float) -> Mapping[str, Any]:
+def _call(adapter: ModelAdapter, image: NDArray[Any] | Pixels, timeout_s: float
+          ) -> Mapping[str, Any]:
     """Run ``adapter.predict`` with a deadline (a model stuck in native code is abandoned)."""
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prelabel")
     try:
@@ -236,14 +275,15 @@ def draft_item(
     model: PrelabelModel,
     adapter: ModelAdapter,
     item: Item,
-    image: NDArray[Any] | None,
+    image: NDArray[Any] | Pixels | None,
     *,
     paused: set[str] | frozenset[str] = frozenset(),
     job_id: int | None = None,
 ) -> PrelabelDraft:
     """Ask the model for one item and store the draft, or the refusal with its reason.
 
-    ``image`` is ``None`` when the pixels could not be read (the draft is refused). Objects of
+    ``image`` is ``None`` when the pixels could not be read (the draft is refused). A volume's
+    masks are 3D, with the voxel spacing stored beside each mask. Objects of
     ``paused`` classes are left out of the draft; a draft left with nothing is ``skipped``.
     Never raises for a bad answer: that is what the draft log is for.
     """
@@ -251,10 +291,12 @@ def draft_item(
     try:
         if image is None:
             raise DraftRefused("the item's image cannot be read", kind="input")
-        raw = _call(adapter, image, model.timeout_s)
+        pixels = as_pixels(image)
+        raw = _call(adapter, pixels, model.timeout_s)
         prediction = check_output(raw, kind=model.output,  # type: ignore[arg-type]
-                                  registered=model.classes, image_shape=spatial_shape(image),
+                                  registered=model.classes, image_shape=pixels.shape,
                                   min_object_size=int(model.config.get("min_size", 1)))
+        prediction = replace(prediction, spacing=pixels.spacing)
         probs = dict(prediction.probabilities)
         kept = prediction.without(set(paused))
         if not kept.classes:
@@ -345,7 +387,7 @@ def run_prelabel(
             model = session.get_one(PrelabelModel, model_id)
             item = session.get_one(Item, item_id)
             try:
-                image: NDArray[Any] | None = load_image(workspace.blobs, item)
+                image: Pixels | None = load_pixels(workspace.blobs, item)
             except (InputError, OSError, FileNotFoundError):
                 image = None
             row = draft_item(session, project, model, adapter, item, image, paused=paused,
