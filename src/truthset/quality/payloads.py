@@ -4,7 +4,9 @@ per class. Pure numpy.
 A geometric payload is ``{"objects": [{"label", "box"?, "score"?, "mask"?}, ...]}``. A mask is
 stored as ``{"shape": [...], "runs": [start, length, ...]}``: the C-order runs of foreground
 voxels of a 2D (rows, columns) or 3D (slices, rows, columns) boolean array
-(:func:`encode_mask` / :func:`decode_mask`). Boxes follow :mod:`truthset.quality.boxes`:
+(:func:`encode_mask` / :func:`decode_mask`); a draft of a volume adds ``"spacing"`` (mm per
+array axis) to the mask and ``"size_mm"`` (mm³) to the object. Boxes follow
+:mod:`truthset.quality.boxes`:
 ``[x0, y0, x1, y1]`` (or ``[x0, y0, z0, x1, y1, z1]``), x = column, y = row, z = slice.
 """
 
