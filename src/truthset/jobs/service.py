@@ -177,17 +177,17 @@ def enqueue(
 
 
 # -- reading and cancelling ----------------------------------------------------------------------
-def get_job(session: Session, job_id: int) -> Job:
-    """The job ``job_id``.
+def get_job(session: Session, job_id: int, *, project: Project | None = None) -> Job:
+    """The job ``job_id`` (when ``project`` is given, a job of another project is not found).
 
     Raises
     ------
     NotFoundError
-        No such job.
+        No such job (in ``project``).
     """
     job = session.get(Job, job_id)
-    if job is None:
-        raise NotFoundError(f"no job {job_id}")
+    if job is None or (project is not None and job.project_id != project.id):
+        raise NotFoundError(f"no job {job_id}" + ("" if project is None else " in this project"))
     return job
 
 
