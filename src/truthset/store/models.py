@@ -601,6 +601,29 @@ class ClassAutomation(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Schedule(Base):
+    """A periodic task of the workspace (raising overdue escalations, ...): its period and its
+    last run. A run claims its period slot on this row, so several processes that all keep
+    time run it once per slot."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    period_s: Mapped[float] = mapped_column(Float, default=0.0)
+    last_slot_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                          default=None)
+    last_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                             default=None)
+    last_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                              default=None)
+    last_status: Mapped[str] = mapped_column(String(16), default="")
+    last_result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    runner: Mapped[str] = mapped_column(String(32), default="")
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Job(Base):
     """A background job (pre-labelling, consensus, release, export): status, progress,
     cancellation flag and outcome. Runs in-process or on a procrastinate worker."""
