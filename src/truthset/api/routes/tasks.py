@@ -19,12 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from truthset.api.deps import Ctx, CtxDep
 from truthset.api.errors import error_body
-from truthset.api.routes.common import KEY_PATTERN, PREFIX, load_project, load_user
+from truthset.api.routes.common import KEY_PATTERN, PREFIX, load_project
 from truthset.auth.policy import Action
 from truthset.domain.errors import InputError, NotFoundError, PermissionDeniedError
 from truthset.store.models import User
 from truthset.workflow import analysis, escalations, policies, queue
 from truthset.workflow import readers as rd
+from truthset.workspace.users import get_user
 
 log = logging.getLogger("truthset.api")
 
@@ -393,7 +394,7 @@ def my_feedback(key: Key, ctx: CtxDep) -> FeedbackOut:
 def reader_detail(key: Key, username: Username, ctx: CtxDep) -> ReaderStatsOut:
     """One reader in detail."""
     project, _ = load_project(ctx, key, Action.STATS_READ)
-    return _stats_out(rd.reader_stats(ctx.session, project, load_user(ctx.session, username)))
+    return _stats_out(rd.reader_stats(ctx.session, project, get_user(ctx.session, username)))
 
 
 # -- escalations -------------------------------------------------------------------------------
