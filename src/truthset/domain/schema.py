@@ -144,8 +144,11 @@ class LabelSchema(BaseModel):
                 if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
                     raise InputError("a multi-label payload needs labels: [class, ...]",
                                      field="labels")
-                for name in labels:
-                    self.class_named(name)
+                for k, name in enumerate(labels):
+                    try:
+                        self.class_named(name)
+                    except InputError as exc:
+                        raise InputError(exc.reason, field=f"labels.{k}") from None
                 return {"labels": sorted(set(labels))}
             label = payload.get("label")
             if not isinstance(label, str):
@@ -173,7 +176,10 @@ class LabelSchema(BaseModel):
         for k, obj in enumerate(objects):
             if not isinstance(obj, dict) or not isinstance(obj.get("label"), str):
                 raise InputError("each object needs a label", field=f"objects.{k}.label")
-            self.class_named(obj["label"])
+            try:
+                self.class_named(obj["label"])
+            except InputError as exc:
+                raise InputError(exc.reason, field=f"objects.{k}.label") from None
         return dict(payload)
 
     def to_dict(self) -> dict[str, Any]:

@@ -312,7 +312,9 @@ def mask_consensus(shapes_by_reader: Mapping[str, Sequence[Shape]], *, method: s
     findings: list[Finding] = []
     region_agreement: list[float] = []
     pair_values: dict[tuple[str, str], list[float]] = {}
-    for number, ((frame, label), held) in enumerate(sorted(regions.items()), start=1):
+    # Numbered as box findings are: per image, the most readers first, then by class.
+    ordered = sorted(regions.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1]))
+    for number, ((frame, label), held) in enumerate(ordered, start=1):
         assert size is not None
         empty = np.zeros(size, dtype=bool)
         masks = [held.get(r, empty) for r in readers]
