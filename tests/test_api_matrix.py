@@ -515,6 +515,9 @@ EXPECT: dict[str, list[Probe]] = {
     "GET /api/v1/projects/{key}/escalations": [
         Probe("/api/v1/projects/alpha/escalations", OVERSEE),
     ],
+    "GET /api/v1/projects/{key}/escalations/check": [
+        Probe("/api/v1/projects/alpha/escalations/check", OVERSEE),
+    ],
     # -- releases --
     "GET /api/v1/projects/{key}/releases": [
         Probe("/api/v1/projects/alpha/releases", OVERSEE),

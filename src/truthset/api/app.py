@@ -2,7 +2,8 @@
 
 ``uvicorn --factory truthset.api.app:create_app_from_env`` (what ``truthset serve`` runs) opens
 the workspace named by ``TRUTHSET_WORKSPACE``. OpenAPI is served at ``/openapi.json`` and
-``/docs``.
+``/docs``. While the app runs (its lifespan), the process keeps time for the periodic tasks
+when the jobs backend is ``inprocess`` (:func:`truthset.jobs.schedule.start_in_process`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -56,7 +58,19 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
     settings:
         Limits, cookie and sign-in settings; defaults when ``None``.
     """
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        from truthset.jobs.schedule import start_in_process
+
+        scheduler = start_in_process(workspace)
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Truthset API",
         version=API_VERSION,
         description="Auditable ground truth for medical AI. Authenticate with "

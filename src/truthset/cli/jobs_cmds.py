@@ -176,6 +176,40 @@ def recover_cmd(
                 console.print(f"job {job_id}: {status}")
 
 
+@jobs_app.command("schedules")
+@handle_errors
+def schedules_cmd(
+    run_due: Annotated[bool, typer.Option("--run-due", help="Run the periodic tasks that are "
+                                                           "due now, here.")] = False,
+    as_json: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Periodic tasks (raising overdue escalations): period, last run, next slot.
+
+    They run by themselves in ``truthset serve`` (in-process backend) or on procrastinate's
+    workers; ``--run-due`` runs what is due from here (e.g. from cron), once per slot.
+    """
+    from truthset.jobs.schedule import run_all_due, schedule_rows
+
+    with open_workspace(workspace) as ws:
+        if run_due:
+            for run in run_all_due(ws, runner="cli"):
+                err_console.print(f"{run.name}: {run.status}"
+                                  + (f" {run.result}" if run.ran else ""))
+        rows = schedule_rows(ws)
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title="Periodic tasks")
+    for column in ("name", "every (min)", "last run", "status", "runner", "runs", "next"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["name"], f"{r['period_minutes']:g}" if r["period_minutes"] else "off",
+                      r["last_finished_at"] or "never", r["status"], r["runner"],
+                      str(r["runs"]), r["next_due_at"] or "-")
+    console.print(table)
+
+
 @jobs_app.command("setup")
 @handle_errors
 def setup_cmd(workspace: WorkspaceOption = None) -> None:

@@ -334,12 +334,25 @@ def escalations_cmd(
         else:
             frame = escalations.list_escalations(s, p, status=None if all_ else "open",
                                                  overdue_only=overdue)
+        check = escalations.last_overdue_check(s, p)
+        period = float(ws.config.escalation_check_minutes)
     if as_json:
         console.print_json(frame.to_json(orient="records", date_format="iso"))
         return
     shown = frame.drop(columns=["item_id", "created_at"], errors="ignore")
     console.print(_table(shown, f"Escalations of {project}" + (" (overdue, reported)"
                                                               if report else "")))
+    console.print(_check_line(check, period))
+
+
+def _check_line(check: dict[str, Any] | None, period_minutes: float) -> str:
+    """The periodic overdue check in one line: how often, when it last ran, what it did."""
+    every = (f"every {period_minutes:g} min" if period_minutes > 0
+             else "off (escalation_check_minutes: 0)")
+    if check is None or not check.get("last_started_at"):
+        return f"Overdue check: {every}; it has not run yet."
+    return (f"Overdue check: {every}; last ran {check['last_started_at']} by "
+            f"{check['runner']} ({check['status']}), raised {check['raised']} here.")
 
 
 @app.command("disagreement")

@@ -1,4 +1,5 @@
-"""The built-in job kinds: pre-labelling, consensus, acceptance tracking, release, export.
+"""The built-in job kinds: pre-labelling, consensus, acceptance tracking, release, export; and
+the built-in periodic task: raising overdue escalations (see :mod:`truthset.jobs.schedule`).
 
 Every handler is idempotent, so a retried or re-delivered job does no harm:
 
@@ -19,13 +20,18 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from truthset import audit
-from truthset.domain.errors import InputError
+from truthset.domain.errors import InputError, TruthsetError
+from truthset.jobs.schedule import SCHEDULER, PeriodicTask, register_periodic
 from truthset.jobs.service import JobContext, JobKind, register_kind
+from truthset.store.models import Project
+from truthset.workflow.escalations import OVERDUE_CHECK
 from truthset.workspace.projects import get_project
+from truthset.workspace.workspace import Workspace
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
@@ -236,3 +242,50 @@ for _kind in (
     JobKind("export", run_export_job, _check_export, "export current reads (CSV/Parquet)"),
 ):
     register_kind(_kind)
+
+
+# -- periodic: overdue escalations ----------------------------------------------------------------
+def raise_overdue_everywhere(workspace: Workspace, now: datetime) -> dict[str, Any]:
+    """Raise the overdue escalations of every project, one transaction per project.
+
+    Idempotent: an escalation raised once is ``raised`` and its successor is due a full
+    deadline after ``now``, so running again raises nothing new. Each project where something
+    was raised gets an audit event ``escalations.raise_overdue`` naming the escalations (the
+    rows themselves are audited as they change). A project that fails is reported in
+    ``errors`` and the others go on.
+    """
+    from truthset.workflow import escalations
+
+    with workspace.sessions() as session:
+        ids = escalations.projects_with_overdue(session, now=now)
+    raised: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for project_id in ids:
+        key = str(project_id)
+        try:
+            with workspace.unit(SCHEDULER) as session:
+                project = session.get_one(Project, project_id)
+                key = project.key
+                rows = escalations.raise_overdue(session, project, now=now)
+                raised[key] = len(rows)
+                if rows:
+                    audit.record(session, action="escalations.raise_overdue",
+                                 entity_type="escalations", project_id=project.id,
+                                 after={"raised": [{"escalation": r.id, "item_id": r.item_id,
+                                                    "to_tier": r.to_tier} for r in rows],
+                                        "at": now.isoformat(), "by": "schedule"})
+        except TruthsetError as exc:
+            errors[key] = str(exc)
+    if errors and not raised:
+        raise TruthsetError("raising overdue escalations failed: " + "; ".join(
+            f"{k}: {v}" for k, v in sorted(errors.items())))
+    return {"raised": sum(raised.values()), "projects": raised, "errors": errors}
+
+
+def _overdue_period_s(workspace: Workspace) -> float:
+    return float(workspace.config.escalation_check_minutes) * 60
+
+
+register_periodic(PeriodicTask(
+    OVERDUE_CHECK, raise_overdue_everywhere, _overdue_period_s,
+    "raise overdue escalations one tier (every escalation_check_minutes)"))

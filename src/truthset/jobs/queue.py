@@ -13,6 +13,10 @@ queued job for a rolled-back request, never a committed request without its job.
   procrastinate runs the job again after a back-off; Truthset's own attempt counter decides
   when to stop.
 - :func:`ensure_schema` applies procrastinate's tables and functions once (idempotent).
+- :data:`PERIODIC_TASK` is a procrastinate periodic task (cron every minute): the workers'
+  periodic deferrer defers it once per minute across all workers, and it runs the periodic
+  tasks that are due (:func:`truthset.jobs.schedule.run_all_due`, e.g. raising overdue
+  escalations), with procrastinate's scheduled time as "now".
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ log = logging.getLogger("truthset.jobs")
 
 QUEUE = "truthset"
 TASK_NAME = "truthset.run_job"
+PERIODIC_TASK = "truthset.run_schedules"
+#: How often procrastinate looks for due periodic tasks (the periods themselves are settings).
+PERIODIC_CRON = "* * * * *"
 
 
 class JobRetry(TruthsetError):  # noqa: N818 - a signal to procrastinate, not an error
@@ -80,6 +87,18 @@ def build_app(dsn: str, workspace: Workspace | None = None) -> Any:
         outcome = execute_job(workspace, int(job_id), worker="procrastinate")
         if outcome.retry:
             raise JobRetry(f"job {job_id} failed; attempt left")
+
+    @app.periodic(cron=PERIODIC_CRON, periodic_id="schedules")
+    @app.task(name=PERIODIC_TASK, queue=QUEUE, queueing_lock=PERIODIC_TASK)
+    def run_schedules(timestamp: int) -> None:
+        from datetime import UTC, datetime
+
+        from truthset.jobs.schedule import run_all_due
+
+        if workspace is None:
+            raise TruthsetError("this procrastinate app has no workspace to run tasks in")
+        run_all_due(workspace, now=datetime.fromtimestamp(int(timestamp), UTC),
+                    runner="procrastinate")
 
     return app
 

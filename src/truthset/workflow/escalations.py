@@ -9,6 +9,12 @@ adjudicators' queue (:func:`truthset.workflow.queue.next_task`), are listed here
 overdue escalation one tier further up (the old one is marked ``raised``, a new one is due a
 full deadline later, and only readers of the new tier are offered the item).
 
+Raising runs without a person too: the periodic task :data:`OVERDUE_CHECK` (registered by
+:mod:`truthset.jobs.handlers`, run by :mod:`truthset.jobs.schedule` in the server process or by
+procrastinate's workers) raises every project's overdue escalations each
+``escalation_check_minutes``; :func:`last_overdue_check` says when it last ran, and the overdue
+report carries it.
+
 A reader who finds an item unclear flags it (:func:`flag`): the read is not recorded, their
 slot is closed as ``flagged`` and the item goes to adjudication with their reason.
 """
@@ -16,6 +22,7 @@ slot is closed as ``flagged`` and the item goes to adjudication with their reaso
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
@@ -24,7 +31,16 @@ from sqlalchemy.orm import Session
 from truthset import audit
 from truthset.domain.errors import InputError
 from truthset.domain.policy import Stage
-from truthset.store.models import Escalation, GoldItem, Item, Project, Task, User, utcnow
+from truthset.store.models import (
+    Escalation,
+    GoldItem,
+    Item,
+    Project,
+    Schedule,
+    Task,
+    User,
+    utcnow,
+)
 from truthset.workflow import queue
 from truthset.workflow.policies import current_policy
 from truthset.workflow.queue import LEASED, aware
@@ -37,6 +53,8 @@ STATUSES = ("open", "resolved", "raised")
 TOP_TIER = 3
 COLUMNS = ["id", "item_id", "item", "from_tier", "to_tier", "reason", "status", "created_at",
            "due_at", "overdue", "hours_overdue", "assignee"]
+#: Name of the periodic task that raises overdue escalations (a row of ``schedules``).
+OVERDUE_CHECK = "escalations.raise_overdue"
 
 
 def list_escalations(session: Session, project: Project, *, status: str | None = "open",
@@ -84,12 +102,51 @@ def report_overdue(session: Session, project: Project, *,
     """List the open escalations past their deadline and write the report to the audit log
     (one ``overdue_report`` event naming them). Returns the listing."""
     overdue = list_escalations(session, project, status="open", overdue_only=True, now=now)
+    check = last_overdue_check(session, project)
     audit.record(session, action="overdue_report", entity_type="escalations",
                  project_id=project.id,
                  after={"n": len(overdue), "escalations": [int(i) for i in overdue["id"]],
                         "max_hours_overdue": float(overdue["hours_overdue"].max())
-                        if len(overdue) else 0.0})
+                        if len(overdue) else 0.0,
+                        "last_check_at": check["last_finished_at"] if check else None})
     return overdue
+
+
+def projects_with_overdue(session: Session, *, now: datetime | None = None) -> list[int]:
+    """Ids of the projects with an open escalation past its deadline below the top tier
+    (what :func:`raise_overdue` would raise)."""
+    now = now or utcnow()
+    return list(session.scalars(select(Escalation.project_id).where(
+        Escalation.status == "open", Escalation.due_at < now, Escalation.to_tier < TOP_TIER)
+        .distinct().order_by(Escalation.project_id)))
+
+
+def last_overdue_check(session: Session, project: Project | None = None
+                       ) -> dict[str, Any] | None:
+    """When the periodic overdue check last ran, its period and outcome (``None``: never).
+
+    With ``project``, ``raised`` is how many of that project's escalations the last run raised.
+    Times are ISO 8601 UTC.
+    """
+    row = session.scalar(select(Schedule).where(Schedule.name == OVERDUE_CHECK))
+    if row is None:
+        return None
+    result = dict(row.last_result or {})
+
+    def iso(moment: datetime | None) -> str | None:
+        utc = aware(moment)
+        return utc.isoformat() if utc is not None else None
+
+    out: dict[str, Any] = {
+        "period_minutes": row.period_s / 60, "last_slot_at": iso(row.last_slot_at),
+        "last_started_at": iso(row.last_started_at),
+        "last_finished_at": iso(row.last_finished_at), "status": row.last_status,
+        "runner": row.runner, "runs": row.runs, "error": row.last_error,
+        "raised": int(result.get("raised", 0)),
+    }
+    if project is not None:
+        out["raised"] = int(dict(result.get("projects", {})).get(project.key, 0))
+    return out
 
 
 def raise_overdue(session: Session, project: Project, *,

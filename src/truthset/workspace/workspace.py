@@ -4,10 +4,13 @@ Found from ``--workspace``, then ``TRUTHSET_WORKSPACE``, then the current direct
 ``TRUTHSET_DATABASE_URL`` selects another database (PostgreSQL in production) and
 ``TRUTHSET_BLOB_URL`` another blob store (any fsspec URL), and
 ``TRUTHSET_PSEUDONYM_DATABASE_URL`` the pseudonym vault, overriding the configuration file.
+``escalation_check_minutes`` (``TRUTHSET_ESCALATION_CHECK_MINUTES``) is how often overdue
+escalations are raised without a person (0 = never; see :mod:`truthset.jobs.schedule`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +42,9 @@ ENV_WORKSPACE = "TRUTHSET_WORKSPACE"
 ENV_DATABASE_URL = "TRUTHSET_DATABASE_URL"
 ENV_BLOB_URL = "TRUTHSET_BLOB_URL"
 ENV_PSEUDONYM_URL = "TRUTHSET_PSEUDONYM_DATABASE_URL"
+ENV_ESCALATION_CHECK = "TRUTHSET_ESCALATION_CHECK_MINUTES"
+#: How often overdue escalations are raised by default (minutes).
+DEFAULT_ESCALATION_CHECK_MINUTES = 15.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,27 @@ class WorkspaceConfig:
     database_url: str
     blob_url: str
     pseudonym_url: str = f"sqlite:///{DEFAULT_VAULT}"
+    #: Period of the overdue-escalation check, in minutes (0: off).
+    escalation_check_minutes: float = DEFAULT_ESCALATION_CHECK_MINUTES
+
+
+def check_minutes(value: object, source: str) -> float:
+    """A period in minutes: a finite number >= 0.
+
+    Raises
+    ------
+    InputError
+        Not a number, negative or infinite (``source`` names where it came from).
+    """
+    try:
+        minutes = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"escalation_check_minutes must be a number of minutes, not {value!r}",
+                         source=source, field="escalation_check_minutes") from None
+    if not math.isfinite(minutes) or minutes < 0:
+        raise InputError("escalation_check_minutes must be 0 (off) or a positive number",
+                         source=source, field="escalation_check_minutes")
+    return minutes
 
 
 def resolve_workspace_dir(explicit: str | Path | None = None) -> Path:
@@ -140,8 +167,11 @@ class Workspace:
                 database_url=str(raw["database_url"]),
                 blob_url=str(raw["blob_url"]),
                 pseudonym_url=str(raw.get("pseudonym_url", f"sqlite:///{DEFAULT_VAULT}")),
+                escalation_check_minutes=check_minutes(
+                    raw.get("escalation_check_minutes", DEFAULT_ESCALATION_CHECK_MINUTES),
+                    str(path)),
             )
-        except (yaml.YAMLError, KeyError, TypeError) as exc:
+        except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"malformed workspace configuration: {exc}", source=str(path)) from exc
         workspace = cls(folder, cls._effective(folder, config))
         if migrate:
@@ -163,6 +193,9 @@ class Workspace:
             database_url=anchored(os.environ.get(ENV_DATABASE_URL) or config.database_url),
             blob_url=os.environ.get(ENV_BLOB_URL) or config.blob_url,
             pseudonym_url=anchored(os.environ.get(ENV_PSEUDONYM_URL) or config.pseudonym_url),
+            escalation_check_minutes=check_minutes(
+                os.environ.get(ENV_ESCALATION_CHECK) or config.escalation_check_minutes,
+                ENV_ESCALATION_CHECK if os.environ.get(ENV_ESCALATION_CHECK) else "config"),
         )
 
     # -- transactions -------------------------------------------------------------------------

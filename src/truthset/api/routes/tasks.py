@@ -398,6 +398,40 @@ def reader_detail(key: Key, username: Username, ctx: CtxDep) -> ReaderStatsOut:
 
 
 # -- escalations -------------------------------------------------------------------------------
+class OverdueCheckOut(BaseModel):
+    """The periodic check that raises overdue escalations: how often, when it last ran."""
+
+    enabled: bool
+    period_minutes: float
+    last_started_at: str | None = Field(None, description="ISO 8601 UTC; null: never ran.")
+    last_finished_at: str | None = None
+    status: str = Field("", description="succeeded, failed, or running.")
+    runner: str = Field("", description="inprocess (the server) or procrastinate.")
+    runs: int = 0
+    raised: int = Field(0, description="This project's escalations the last run raised.")
+    error: str = ""
+    open: int = Field(description="Open escalations now.")
+    overdue: int = Field(description="Open escalations past their deadline now.")
+
+
+@router.get("/escalations/check", response_model=OverdueCheckOut)
+def overdue_check(key: Key, ctx: CtxDep) -> OverdueCheckOut:
+    """When overdue escalations were last raised without a person (the periodic check every
+    ``escalation_check_minutes`` of the workspace settings), and how many are open and
+    overdue now."""
+    project, _ = load_project(ctx, key, Action.CONSENSUS_READ)
+    period = float(ctx.workspace.config.escalation_check_minutes)
+    last = escalations.last_overdue_check(ctx.session, project) or {}
+    frame = escalations.list_escalations(ctx.session, project, status="open")
+    return OverdueCheckOut(
+        enabled=period > 0, period_minutes=period,
+        last_started_at=last.get("last_started_at"),
+        last_finished_at=last.get("last_finished_at"), status=last.get("status", ""),
+        runner=last.get("runner", ""), runs=int(last.get("runs", 0)),
+        raised=int(last.get("raised", 0)), error=last.get("error", ""),
+        open=len(frame), overdue=int(frame["overdue"].astype(bool).sum()))
+
+
 @router.get("/escalations", response_model=list[EscalationOut])
 def list_escalations(
     key: Key, ctx: CtxDep,
