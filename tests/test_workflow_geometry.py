@@ -383,3 +383,29 @@ def test_compute_consensus_fuses_geometric_and_multi_label_reads(workspace: Work
     assert row.parameters["iou_threshold"] == 0.6
     (obj,) = row.label["objects"]
     assert obj["readers"] == ["r0", "r1"] and _bbox(obj) == pytest.approx([11, 10, 10, 10])
+
+
+def test_multi_label_posterior_is_the_policy_method_fitted_per_class(
+        workspace: Workspace) -> None:
+    import pandas as pd
+
+    from truthset.quality.aggregation.dawid_skene import DawidSkene
+    from truthset.quality.aggregation.multilabel import MultiLabelAggregator
+
+    make_geo_project(workspace, schema("classification", "multi"),
+                     "workflow: consensus\nk: 2\nmethod: ds\ntarget: 0.5\n", n_items=3)
+    answers = {"r0": (["nodule"], ["mass", "nodule"], ["cyst"]),
+               "r1": (["nodule"], ["nodule"], [])}
+    records = []
+    for name, per_item in answers.items():
+        for labels in per_item:
+            task = call(workspace, name, queue.next_task).task
+            call(workspace, name, queue.submit, task.task_id, {"labels": labels})
+            records.append((str(task.item_id), name, labels))
+    row = _latest(workspace)  # the item the last read finalised
+    assert row.method == "multilabel-ds" and row.status == "final"
+    table = pd.DataFrame(records, columns=["item", "annotator", "label"])
+    direct = MultiLabelAggregator(DawidSkene, classes=["nodule", "mass", "cyst"]).fit(table)
+    expected = direct.probas_.loc[str(row.item_id)]
+    assert row.posterior == pytest.approx({c: float(p) for c, p in expected.items()})
+    assert row.label == {"labels": sorted(c for c in expected.index if expected[c] > 0.5)}

@@ -390,7 +390,8 @@ def item_decision(session: Session, project: Project, item: Item,
             reads=reads, review=facts.review, payloads=payloads, draft_payload=draft_payload,
             adjudication_payload=facts.payload(facts.adjudication[0]) if facts.adjudication
             else None,
-            posterior=_posterior(session, project, policy, item, schema.class_names, facts),
+            posterior=_posterior(session, project, policy, item, schema.class_names, facts)
+            if schema_shape(schema) == "multi" else None,  # geometry: no class posterior
             u=stable_uniform("review", project.id, item.id),
             bounds=ImageBounds.from_media(item.media),
         )
