@@ -10,10 +10,11 @@ from truthset import audit
 from truthset.api.deps import CtxDep
 from truthset.api.models import AuditEventOut, ChainHeadOut, Page, VerifyOut
 from truthset.api.routes.common import KEY_PATTERN, PREFIX, Cursor, Limit, load_project
-from truthset.api.util import DEFAULT_LIMIT, paginate
+from truthset.api.util import DEFAULT_LIMIT
 from truthset.auth import policy
 from truthset.auth.policy import Action
 from truthset.store.models import AuditEvent
+from truthset.store.pages import paginate
 
 router = APIRouter(prefix=PREFIX + "/audit", tags=["audit"])
 
