@@ -102,3 +102,17 @@ def members(session: Session, project: Project) -> list[tuple[User, Membership]]
 def project_ids_of(session: Session, user_id: int) -> set[int]:
     """Projects where ``user_id`` holds any role."""
     return set(session.scalars(select(Membership.project_id).where(Membership.user_id == user_id)))
+
+
+def memberships_of(session: Session, user_id: int) -> list[tuple[str, Membership]]:
+    """Every role ``user_id`` holds, as (project key, membership), ordered by project key and
+    role."""
+    return [
+        (key, m)
+        for key, m in session.execute(
+            select(Project.key, Membership)
+            .join(Project, Project.id == Membership.project_id)
+            .where(Membership.user_id == user_id)
+            .order_by(Project.key, Membership.role)
+        ).all()
+    ]

@@ -12,7 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Session  # re-exported: the interfaces' type hints
+from sqlalchemy.orm import sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from truthset.domain.errors import ConflictError, InputError, NotFoundError
 from truthset.domain.schema import LabelSchema, parse_schema
 from truthset.domain.settings import imaging_settings
-from truthset.store.models import GuidelineVersion, LabelSchemaVersion, Project
+from truthset.store.models import GuidelineVersion, LabelSchemaVersion, Membership, Project
+from truthset.store.pages import Page, paginate
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -99,6 +100,24 @@ def get_project(session: Session, key: str) -> Project:
     return project
 
 
+def projects_page(
+    session: Session, *, member_id: int | None, cursor: str | None, limit: int
+) -> Page[Project]:
+    """One page of projects in id order: those where user ``member_id`` holds a role, or every
+    project when ``member_id`` is ``None`` (see :func:`truthset.store.pages.paginate`).
+
+    Raises
+    ------
+    InputError
+        ``cursor`` is not a cursor this server issued (field ``cursor``).
+    """
+    stmt = select(Project)
+    if member_id is not None:
+        stmt = stmt.where(Project.id.in_(
+            select(Membership.project_id).where(Membership.user_id == member_id)))
+    return paginate(session, stmt, Project.id, cursor=cursor, limit=limit)
+
+
 def rules(session: Session, project: Project) -> ProjectRules:
     """The current (latest) schema and guideline of ``project``."""
     schema_row = session.scalars(
@@ -107,14 +126,11 @@ def rules(session: Session, project: Project) -> ProjectRules:
         .order_by(LabelSchemaVersion.version.desc())
         .limit(1)
     ).one()
-    guideline_version = session.scalar(
-        select(func.max(GuidelineVersion.version)).where(GuidelineVersion.project_id == project.id)
-    )
     return ProjectRules(
         project=project,
         schema=LabelSchema.model_validate(schema_row.definition),
         schema_version=schema_row.version,
-        guideline_version=guideline_version,
+        guideline_version=latest_guideline_version(session, project),
     )
 
 
@@ -124,11 +140,9 @@ def add_guideline_version(
     """Publish a new guideline version; ``change_note`` says what changed and is required."""
     if not change_note.strip():
         raise InputError("a new guideline version needs a change note", field="change_note")
-    latest = session.scalar(
-        select(func.max(GuidelineVersion.version)).where(GuidelineVersion.project_id == project.id)
-    )
     row = GuidelineVersion(
-        project_id=project.id, version=(latest or 0) + 1, body=body, change_note=change_note
+        project_id=project.id, version=(latest_guideline_version(session, project) or 0) + 1,
+        body=body, change_note=change_note,
     )
     session.add(row)
     session.flush()
@@ -140,17 +154,74 @@ def add_schema_version(
 ) -> LabelSchemaVersion:
     """Publish a new schema version (validated first)."""
     schema = parse_schema(schema_text, source=source)
-    latest = session.scalar(
-        select(func.max(LabelSchemaVersion.version)).where(
-            LabelSchemaVersion.project_id == project.id
-        )
-    )
     row = LabelSchemaVersion(
         project_id=project.id,
-        version=(latest or 0) + 1,
+        version=latest_schema_version(session, project) + 1,
         source_text=schema_text,
         definition=schema.to_dict(),
     )
     session.add(row)
     session.flush()
+    return row
+
+
+def latest_schema_version(session: Session, project: Project) -> int:
+    """The number of the current schema version of ``project`` (0 when it has none)."""
+    return int(session.scalar(
+        select(func.max(LabelSchemaVersion.version))
+        .where(LabelSchemaVersion.project_id == project.id)
+    ) or 0)
+
+
+def latest_guideline_version(session: Session, project: Project) -> int | None:
+    """The number of the current guideline version of ``project`` (``None`` when it has
+    none)."""
+    return session.scalar(
+        select(func.max(GuidelineVersion.version)).where(GuidelineVersion.project_id == project.id)
+    )
+
+
+def schema_versions(session: Session, project: Project) -> list[LabelSchemaVersion]:
+    """Every schema version of ``project``, oldest first."""
+    return list(session.scalars(
+        select(LabelSchemaVersion).where(LabelSchemaVersion.project_id == project.id)
+        .order_by(LabelSchemaVersion.version)
+    ))
+
+
+def get_schema_version(session: Session, project: Project, version: int) -> LabelSchemaVersion:
+    """Schema version ``version`` of ``project``.
+
+    Raises
+    ------
+    NotFoundError
+        The project has no such version.
+    """
+    row = session.scalar(select(LabelSchemaVersion).where(
+        LabelSchemaVersion.project_id == project.id, LabelSchemaVersion.version == version))
+    if row is None:
+        raise NotFoundError(f"project {project.key!r} has no schema version {version}")
+    return row
+
+
+def guideline_versions(session: Session, project: Project) -> list[GuidelineVersion]:
+    """Every guideline version of ``project``, oldest first."""
+    return list(session.scalars(
+        select(GuidelineVersion).where(GuidelineVersion.project_id == project.id)
+        .order_by(GuidelineVersion.version)
+    ))
+
+
+def get_guideline_version(session: Session, project: Project, version: int) -> GuidelineVersion:
+    """Guideline version ``version`` of ``project``.
+
+    Raises
+    ------
+    NotFoundError
+        The project has no such version.
+    """
+    row = session.scalar(select(GuidelineVersion).where(
+        GuidelineVersion.project_id == project.id, GuidelineVersion.version == version))
+    if row is None:
+        raise NotFoundError(f"project {project.key!r} has no guideline version {version}")
     return row

@@ -11,6 +11,7 @@ from truthset.auth.passwords import hash_password
 from truthset.domain.errors import ConflictError, InputError, NotFoundError
 from truthset.domain.roles import Role, Tier
 from truthset.store.models import User
+from truthset.store.pages import Page, paginate
 
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 
@@ -66,6 +67,11 @@ def add_user(
     return user
 
 
+def find_user(session: Session, username: str) -> User | None:
+    """The user with this name, or ``None`` when there is none."""
+    return session.scalar(select(User).where(User.username == username))
+
+
 def get_user(session: Session, username: str) -> User:
     """The user with this name.
 
@@ -74,10 +80,21 @@ def get_user(session: Session, username: str) -> User:
     NotFoundError
         No such user.
     """
-    user = session.scalar(select(User).where(User.username == username))
+    user = find_user(session, username)
     if user is None:
         raise NotFoundError(f"no user {username!r}")
     return user
+
+
+def users_page(session: Session, *, cursor: str | None, limit: int) -> Page[User]:
+    """One page of every user, in id order (see :func:`truthset.store.pages.paginate`).
+
+    Raises
+    ------
+    InputError
+        ``cursor`` is not a cursor this server issued (field ``cursor``).
+    """
+    return paginate(session, select(User), User.id, cursor=cursor, limit=limit)
 
 
 def users_by_name(session: Session) -> dict[str, User]:
