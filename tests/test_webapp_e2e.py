@@ -1,10 +1,12 @@
 """End-to-end: the web application in real headless Chromium against a live server.
 
-Reader A signs in, draws a box and a brush mask on a de-identified CT (DICOM) and submits;
-reader B labels the same item differently; the labels and their provenance are checked through
-the API. In a project the workflow runs (classification: the task service takes no geometric
-schema yet), two blinded readers disagree, the adjudicator resolves it with a reason, and the
-final label's provenance is checked; a reviewer corrects a read in a single-review project.
+Issue 7 item 7 on one item: reader A signs in, draws a box and a brush mask on a de-identified
+CT (DICOM) and submits; reader B labels the same item differently; the adjudicator sees both
+readers' objects overlaid (legend, toggles) and the fused consensus, starts from reader A's
+objects, edits them with the eraser and gives the final label with a reason; the final label and
+its provenance are checked through the API. Classification projects: two blinded readers
+disagree and the adjudicator resolves it; a reviewer corrects a read. Also skip/flag, releases,
+dashboards, the audit log, DICOMweb loading, three planes and a 3D brush, and lost sessions.
 Screenshots of the pages go to ``docs/screenshots/`` when ``TRUTHSET_SCREENSHOTS=1``.
 
 Needs the ``playwright`` package and Debian's ``chromium`` (never a downloaded browser); skips
@@ -13,12 +15,14 @@ cleanly without them.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from webapp_support import (
@@ -30,6 +34,7 @@ from webapp_support import (
     build_box_project,
     live_server,
     require_browser,
+    start_workflow,
 )
 
 pytestmark = pytest.mark.slow
@@ -55,6 +60,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     workspace = build_box_project(tmp_path_factory.mktemp("e2e"))
+    start_workflow(workspace, key="lesions", policy=CONSENSUS_POLICY)  # two readers, boxes
     items = {key: add_workflow_project(workspace, key=key, policy=policy)
              for key, policy in (("findings", CONSENSUS_POLICY), ("triage", REVIEW_POLICY),
                                  ("unclear", CONSENSUS_POLICY))}
@@ -108,7 +114,17 @@ def api(server: Any, user: str) -> httpx.Client:
     return client
 
 
-def test_readers_label_a_dicom_image_in_the_browser(browser: Any, server: Any) -> None:
+def overlay_pixels(page: Any) -> list[int]:
+    """The RGBA bytes of the read-only overlay layer over the main image."""
+    return page.evaluate("""() => {
+        const c = document.querySelector('#viewer canvas.overlay');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+    }""")
+
+
+def test_two_readers_disagree_on_boxes_and_masks_and_the_adjudicator_resolves_it(
+    browser: Any, server: Any
+) -> None:
     # Reader A: box + brush mask, submit with Enter.
     page = sign_in(browser, server, "ana", "/annotate?project=lesions")
     page.wait_for_selector(".work[data-ready='1']", timeout=20000)
@@ -157,17 +173,97 @@ def test_readers_label_a_dicom_image_in_the_browser(browser: Any, server: Any) -
     assert all(o["label"] == "nodule" for o in ana)
     mask = next(o for o in ana if o["type"] == "mask")
     assert mask["rle"]["size"] == [128, 128] and sum(mask["rle"]["counts"]) == 128 * 128
-    assert sum(mask["rle"]["counts"][1::2]) > 20  # painted pixels
+    painted = sum(mask["rle"]["counts"][1::2])
+    assert painted > 20  # painted pixels
     from pycocotools import mask as coco_mask
 
     area = coco_mask.area(coco_mask.frPyObjects(mask["rle"], 128, 128))
-    assert int(area) == sum(mask["rle"]["counts"][1::2])  # COCO reads the same pixels
+    assert int(area) == painted  # COCO reads the same pixels
     box = next(o for o in ana if o["type"] == "box")
     assert all(0 <= v <= 128 for v in box["bbox"]) and box["bbox"][2] > 5
     assert [o["label"] for o in by_author["ben"]["payload"]["objects"]] == ["mass"]
     for read in reads:
         assert read["schema_version"] == 1 and read["guideline_version"] == 1
         assert read["time_spent_s"] is not None and read["time_spent_s"] > 0
+
+    # The adjudicator: both readers' objects side by side and overlaid, the fused consensus.
+    page = sign_in(browser, server, "sam", "/adjudicate?project=lesions")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    assert page.locator("#reader-cards .reader-card").count() == 2
+    assert page.locator("[data-reader=ana] .reader-label").inner_text() == \
+        "1× box nodule, 1× mask nodule"
+    assert page.locator("[data-reader=ben] .reader-label").inner_text() == "1× box mass"
+    assert page.locator("#reader-cards .viewer-host.mini canvas").count() >= 2
+    assert "under target" in page.inner_text("#escalation-reason") or \
+        "target" in page.inner_text("#consensus")
+    layers = page.locator("#overlay-legend .legend-item").evaluate_all(
+        "els => els.map(e => e.dataset.layer)")
+    assert {"ana", "ben"} <= set(layers)
+    page.wait_for_timeout(300)
+    both = overlay_pixels(page)
+    page.locator("#overlay-legend [data-layer=ben] input").uncheck()
+    without_ben = overlay_pixels(page)
+    page.locator("#overlay-legend [data-layer=ben] input").check()
+    assert both != without_ben and overlay_pixels(page) == both  # ben's box goes and comes back
+    shot(page, "adjudicate")
+
+    # Start from ana's objects, erase part of her mask, give the final label with a reason.
+    page.evaluate("() => document.activeElement.blur()")  # keys went to the legend's box
+    page.keyboard.press("Alt+1")
+    page.wait_for_timeout(400)
+    cx, cy = viewport_centre(page)
+    page.keyboard.press("e")
+    started = page.evaluate(
+        "() => JSON.parse(localStorage.getItem('truthset.draft.sam.lesions.adjudicate.1'))")
+    assert {o["type"] for o in started["payload"]["objects"]} == {"box", "mask"}
+    # Where ana's mask is on screen: the middle of the filled area of her colour on the overlay.
+    mx, my = page.evaluate("""() => {
+        const c = document.querySelector('#viewer canvas.overlay');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const red = (x, y) => { const i = 4 * (y * c.width + x);
+            return d[i + 3] > 0 && d[i] > 150 && d[i + 1] < 140 && d[i + 2] < 140; };
+        let sx = 0, sy = 0, n = 0;
+        for (let y = 2; y < c.height - 2; y++) for (let x = 2; x < c.width - 2; x++)
+            if (red(x, y) && red(x - 2, y) && red(x + 2, y) && red(x, y - 2) && red(x, y + 2)) {
+                sx += x; sy += y; n++; }
+        const r = c.getBoundingClientRect(), k = c.width / r.width;
+        return [r.left + sx / n / k, r.top + sy / n / k];
+    }""")
+    drag(page, [(mx - 2, my), (mx + 2, my)])
+    page.wait_for_timeout(400)
+    page.click("#finalise")  # no reason yet: refused in the page, nothing sent
+    page.wait_for_selector(".notice.error:has-text('reason')", timeout=5000)
+    page.fill("#adjudication-reason", "Ana's nodule; the upper edge she painted is a vessel.")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#queue-empty", timeout=10000)
+    assert not page.errors
+
+    client = api(server, "max")
+    try:
+        final = client.get("/projects/lesions/items/1/consensus").json()
+        reads = client.get("/projects/lesions/items/1/annotations").json()["items"]
+    finally:
+        client.close()
+    assert final["status"] == "final" and final["method"] == "adjudication"
+    by_id = {r["id"]: r for r in reads}
+    inputs = [by_id[i] for i in final["input_annotation_ids"]]
+    assert [(r["author"], r["source"]) for r in inputs] == [
+        ("ana", "human"), ("ben", "human"), ("sam", "adjudication")]
+    decision = inputs[-1]
+    assert decision["payload"]["reason"] == \
+        "Ana's nodule; the upper edge she painted is a vessel."
+    assert decision["guideline_version"] == 1 and decision["time_spent_s"] > 0
+    objects = final["label"]["objects"]
+    assert "reason" not in final["label"]
+    final_box = next(o for o in objects if o["type"] == "box")
+    assert final_box["label"] == "nodule"
+    assert final_box["bbox"] == pytest.approx(box["bbox"], abs=0.05)  # ana's box, kept
+    final_mask = next(o for o in objects if o["type"] == "mask")
+    kept = sum(final_mask["rle"]["counts"][1::2])
+    assert 0 < kept < painted  # ana's mask, part of it erased
+    ana_pixels = coco_mask.decode(coco_mask.frPyObjects(mask["rle"], 128, 128))
+    final_pixels = coco_mask.decode(coco_mask.frPyObjects(final_mask["rle"], 128, 128))
+    assert not (final_pixels & ~ana_pixels.astype(bool)).any()  # nothing painted outside hers
 
 
 def label_and_submit(browser: Any, server: Any, user: str, project: str, key: str) -> None:
@@ -195,7 +291,7 @@ def test_disagreement_is_adjudicated_in_the_browser(browser: Any, server: Any) -
     assert "under target" in page.inner_text("#escalation-reason")
     page.keyboard.press("Alt+2")  # start from ben's label
     assert "chosen" in (page.locator("button.class[data-cls=mass]").get_attribute("class") or "")
-    shot(page, "adjudicate")
+    shot(page, "adjudicate-classes")
     page.click("#finalise")  # no reason yet: refused in the page, nothing sent
     page.wait_for_selector(".notice.error", timeout=5000)
     page.fill("#adjudication-reason", "30 mm across on the lung window: a mass.")
@@ -522,3 +618,60 @@ def test_expired_session_and_network_failure_lose_nothing(browser: Any, server: 
         client.close()
     assert [r["author"] for r in reads] == ["ana"]
     assert [o["type"] for o in reads[0]["payload"]["objects"]] == ["box"]
+
+
+def test_brush_paints_a_3d_mask_in_three_planes(browser: Any, server: Any) -> None:
+    """On a CT series the brush paints the volume from the sagittal plane (a stroke across
+    slices); the read is one 3D mask [slices, rows, columns] whose voxels lie on the stroke,
+    kept over a reload and decoded by the server's own codec."""
+    from truthset.quality.payloads import decode_mask
+
+    page = sign_in(browser, server, "ben", "/annotate?project=volumes")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    page.keyboard.press("1")
+    page.keyboard.press("v")
+    page.wait_for_selector("#viewer[data-mpr='1'] #mpr-views[data-editable='1']", timeout=20000)
+    page.keyboard.press("m")
+    page.wait_for_selector("#mpr-views[data-tool='brush']", timeout=5000)
+    page.wait_for_timeout(500)
+    view = page.locator("#mpr-views .mpr-view[data-plane='sagittal']").bounding_box()
+    cx, cy = view["x"] + view["width"] / 2, view["y"] + view["height"] / 2
+    # A vertical stroke on the sagittal plane runs head to foot: across the slices.
+    drag(page, [(cx, cy - view["height"] * 0.12), (cx, cy), (cx, cy + view["height"] * 0.12)])
+    page.wait_for_timeout(300)
+    shot(page, "mpr-brush")
+    page.keyboard.press("v")
+    page.wait_for_function("() => !document.querySelector('#mpr-views')", timeout=5000)
+    page.wait_for_timeout(400)
+    key = f"truthset.draft.ben.volumes.annotate.{server.items['volumes']}"
+    draft = page.evaluate(f"() => localStorage.getItem('{key}')")
+    assert draft and '"shape":[12,64,64]' in draft
+
+    # A reload keeps the 3D stroke (restored into the slices), and submit sends it.
+    page.reload()
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    page.wait_for_selector(".notice.ok:has-text('Restored your unsaved work')", timeout=10000)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#queue-empty", timeout=10000)
+    assert not page.errors
+    page.close()
+
+    client = api(server, "max")
+    try:
+        reads = client.get(f"/projects/volumes/items/{server.items['volumes']}/annotations"
+                           ).json()["items"]
+    finally:
+        client.close()
+    [read] = [r for r in reads if r["author"] == "ben"]
+    [obj] = read["payload"]["objects"]
+    assert obj["type"] == "mask" and obj["label"] == "nodule"
+    assert obj["mask"]["shape"] == [12, 64, 64]
+    volume = decode_mask(obj["mask"])
+    assert '"runs":' in draft and volume.sum() > 20
+    slices = np.flatnonzero(volume.any(axis=(1, 2)))
+    columns = np.flatnonzero(volume.any(axis=(0, 1)))
+    assert len(slices) >= 3, slices  # painted through several slices
+    assert columns.min() >= 20 and columns.max() <= 44, columns  # around the sagittal plane
+    # The same voxels as the draft that was on screen before the reload.
+    kept = json.loads(draft)["payload"]["objects"][0]["mask"]
+    assert np.array_equal(decode_mask(kept), volume)

@@ -152,6 +152,17 @@ def add_workflow_project(workspace: Any, *, key: str, policy: str) -> int:
         return int(item.id)
 
 
+def start_workflow(workspace: Any, *, key: str, policy: str) -> None:
+    """Run project ``key`` by the workflow ``policy`` and queue every item."""
+    from truthset.workflow import policies, queue
+    from truthset.workspace import projects
+
+    with workspace.unit("test") as s:
+        project = projects.get_project(s, key)
+        policies.set_policy(s, project, policy, source="test policy")
+        queue.enqueue(s, project, None)
+
+
 def series_sources(n_slices: int = 12, size: int = 64) -> list[Any]:
     """A synthetic CT series (a bright ball in a dim box), ``n_slices`` axial slices 2 mm apart,
     as import sources: enough geometry for the three-plane (MPR) view."""

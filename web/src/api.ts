@@ -248,11 +248,28 @@ export interface AuditEvent {
   hash: string;
 }
 
+/** COCO uncompressed RLE of one image: column-major runs starting with background. */
+export interface Rle {
+  size: [number, number];
+  counts: number[];
+}
+
+/** A 3D mask of a volume item: `shape` is [slices, rows, columns] (slice = the item's image
+ * index) and `runs` the C-order [start, length, ...] runs of foreground voxels. */
+export interface VolumeMask {
+  shape: [number, number, number];
+  runs: number[];
+}
+
 /** A geometric object in image pixel coordinates (frame = index of the image in the item). */
 export type Shape =
   | { type: 'box'; label: string; frame: number; bbox: [number, number, number, number] }
   | { type: 'polygon'; label: string; frame: number; points: number[] }
-  | { type: 'mask'; label: string; frame: number; rle: { size: [number, number]; counts: number[] } };
+  | { type: 'mask'; label: string; frame: number; rle: Rle }
+  | { type: 'mask'; label: string; frame?: undefined; mask: VolumeMask };
+
+/** A shape drawn on one image (3D masks split into their slices). */
+export type PlanarShape = Exclude<Shape, { mask: VolumeMask }>;
 
 export interface Payload {
   label?: string;

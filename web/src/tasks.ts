@@ -1,16 +1,40 @@
 // Where work comes from. The workflow task service (POST tasks/next, tasks/{id}/submit,
-// reviews, adjudications) leases one task at a time; projects outside the workflow (geometric
-// schemas, which the task service does not run) are labelled item by item through the
-// annotations endpoint.
+// reviews, adjudications) leases one task at a time; projects outside the workflow (a box,
+// polygon, mask or multi-label project without a workflow policy, or a measurement project)
+// are labelled item by item through the annotations endpoint.
 
-import { ApiError, all, get, post, type Annotation, type Item, type Payload } from './api';
+import { ApiError, all, get, post, type Annotation, type Item, type Payload, type Shape } from './api';
+
+/** A fused finding of a geometric consensus: an object plus who saw it. */
+export type Finding = Shape & {
+  finding?: number;
+  support?: number;
+  readers?: string[];
+  score?: number;
+  iou?: number;
+  dice?: number;
+};
+
+/** What the readers' objects (or multi-label reads) add up to, for the adjudicator. */
+export interface ConsensusView {
+  method: string;
+  payload: { objects?: Finding[]; minority?: Finding[]; labels?: string[] };
+  agreement: number | null;
+  confidence: number | null;
+  target: number | null;
+  posterior: Record<string, number>;
+  parameters: { pairs?: [string, string, number][]; n_readers?: number; metric?: string; iou_threshold?: number; min_support?: number; [k: string]: unknown };
+  reason: string | null;
+}
 
 export interface TaskContext {
-  under_review?: { annotation_id: number; label: string };
-  reads?: { annotation_id: number; reader: string; label: string }[];
-  review?: { reviewer: string; label: string | null; escalated: boolean };
+  /** Geometric and multi-label projects: `label` is null and `payload` holds the read. */
+  under_review?: { annotation_id: number; label: string | null; payload?: Payload };
+  reads?: { annotation_id: number; reader: string; label: string | null; payload?: Payload }[];
+  review?: { reviewer: string; label: string | null; escalated: boolean; payload?: Payload | null };
   escalation?: { reason: string; due_at: string };
-  draft?: { label: string };
+  draft?: { label: string | null; payload?: Payload };
+  consensus?: ConsensusView | null;
 }
 
 export interface Task {
@@ -56,10 +80,20 @@ export async function nextTask(project: string): Promise<NextTask> {
   return { task: out.task ? fromOut(out.task) : null, reason: out.reason };
 }
 
-/** Whether the project runs the workflow (the task service takes only single or ordinal
- * classification schemas). */
-export function usesWorkflow(kind: string, mode?: string): boolean {
-  return kind === 'classification' && mode !== 'multi';
+/** Whether the project runs the workflow: single or ordinal classification always; box,
+ * polygon, mask and multi-label schemas once the project has a workflow policy (version 1 or
+ * later); measurements never (the task service takes no measurement schema). */
+export function usesWorkflow(kind: string, mode: string | undefined, policyVersion: number): boolean {
+  if (kind === 'measurement') return false;
+  if (kind === 'classification' && mode !== 'multi') return true;
+  return policyVersion > 0;
+}
+
+/** Only the fields of an object that make a label (drops a finding's `support`, `readers`,
+ * scores): what the adjudicator starts from when taking the consensus. */
+export function plainObject(o: Finding | Shape): Shape {
+  const { finding: _f, support: _s, readers: _r, score: _sc, iou: _i, dice: _d, ...rest } = o as Finding;
+  return rest as Shape;
 }
 
 function taskMode(project: string): TasksApi {

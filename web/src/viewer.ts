@@ -5,7 +5,7 @@
 import * as cs from '@cornerstonejs/core';
 import * as cst from '@cornerstonejs/tools';
 import dicomImageLoader from '@cornerstonejs/dicom-image-loader';
-import { API, DICOMWEB, get, type Item, type Shape } from './api';
+import { API, DICOMWEB, get, type Item, type PlanarShape, type Rle, type Shape, type VolumeMask } from './api';
 
 const { MouseBindings, KeyboardBindings, SegmentationRepresentations, Events: ToolEvents } = cst.Enums;
 
@@ -188,11 +188,13 @@ async function expandFrames(ids: string[]): Promise<string[]> {
   return out;
 }
 
-/** One reader's labels drawn read-only over the image. */
+/** One reader's labels drawn read-only over the image. A shape may carry a `caption` (drawn
+ * instead of "name: class"); `dashed` outlines (e.g. findings outside the consensus). */
 export interface Overlay {
   name: string;
   color: string;
-  shapes: Shape[];
+  shapes: (Shape & { caption?: string })[];
+  dashed?: boolean;
 }
 
 export const READER_COLOURS = ['#ff5d5d', '#4fc3ff', '#ffd24f', '#7dff8a', '#d98bff', '#ff9f43'];
@@ -210,6 +212,39 @@ interface ViewerOptions {
   classes: string[];
 }
 
+/** `shapes` with every 3D mask split into one mask per slice that has foreground. */
+export function planar(shapes: Shape[]): PlanarShape[] {
+  const out: PlanarShape[] = [];
+  for (const shape of shapes) {
+    if (!('mask' in shape)) {
+      out.push(shape as PlanarShape);
+      continue;
+    }
+    const [slices, rows, cols] = shape.mask.shape;
+    const plane = rows * cols;
+    const painted: Map<number, Uint8Array> = new Map();
+    forEachVoxel(shape.mask, (index) => {
+      const k = Math.floor(index / plane);
+      if (k >= slices) return;
+      let data = painted.get(k);
+      if (!data) painted.set(k, (data = new Uint8Array(plane)));
+      data[index - k * plane] = 1;
+    });
+    for (const [k, data] of [...painted].sort((a, b) => a[0] - b[0])) {
+      out.push({ type: 'mask', label: shape.label, frame: k, rle: encodeRle(data, cols, rows, 1) });
+    }
+  }
+  return out;
+}
+
+/** Call `fn(flatIndex)` for every foreground voxel of a 3D mask (C order). */
+export function forEachVoxel(mask: VolumeMask, fn: (index: number) => void): void {
+  for (let k = 0; k + 1 < mask.runs.length; k += 2) {
+    const end = mask.runs[k] + mask.runs[k + 1];
+    for (let i = mask.runs[k]; i < end; i++) fn(i);
+  }
+}
+
 /** A Cornerstone stack viewport in `host`, with its own tool group and an overlay layer. */
 export class Viewer {
   readonly viewportId: string;
@@ -219,7 +254,9 @@ export class Viewer {
   imageIds: string[] = [];
   private segmentationId: string | null = null;
   private labelmapIds: string[] = [];
-  private overlays: Overlay[] = [];
+  private overlays: { name: string; color: string; dashed?: boolean; shapes: (PlanarShape & { caption?: string })[] }[] = [];
+  /** Submit masks as one 3D mask per class over every image (a volume item), not per image. */
+  volumeMasks = false;
   private activeTool: ToolName = 'wl';
   private cine = false;
   private changeListeners: (() => void)[] = [];
@@ -449,16 +486,24 @@ export class Viewer {
         if (points.length >= 6) out.push({ type: 'polygon', label, frame, points });
       }
     }
-    this.labelmapIds.forEach((labelId, frame) => {
-      const image = cs.cache.getImage(labelId);
-      if (!image) return;
-      const data = image.voxelManager?.getScalarData() ?? image.getPixelData();
+    const planes = this.labelmapIds.map((id) => {
+      const image = cs.cache.getImage(id);
+      return image ? { data: image.voxelManager?.getScalarData() ?? image.getPixelData(), rows: image.rows, columns: image.columns } : null;
+    });
+    const same = planes.every((p) => p && p.rows === planes[0]!.rows && p.columns === planes[0]!.columns);
+    if (this.volumeMasks && planes.length > 1 && same) {
+      out.push(...volumeMaskObjects(planes.map((p) => p!.data), planes[0]!.rows, planes[0]!.columns, classes));
+      return out;
+    }
+    planes.forEach((plane, frame) => {
+      if (!plane) return;
+      const { data } = plane;
       const values = new Set<number>();
       for (let i = 0; i < data.length; i++) if (data[i]) values.add(data[i]);
       for (const value of [...values].sort()) {
         out.push({
           type: 'mask', label: classes[value - 1] ?? classes[0], frame,
-          rle: encodeRle(data, image.columns, image.rows, value),
+          rle: encodeRle(data, plane.columns, plane.rows, value),
         });
       }
     });
@@ -468,6 +513,10 @@ export class Viewer {
   /** Draw `shapes` back as editable annotations and labelmap (restoring a draft). */
   restore(shapes: Shape[]): void {
     for (const shape of shapes) {
+      if ('mask' in shape) {
+        this.paintVolumeMask(shape.mask, Math.max(1, this.options.classes.indexOf(shape.label) + 1));
+        continue;
+      }
       const imageId = this.imageIds[shape.frame];
       if (!imageId) continue;
       const world = (x: number, y: number) => cs.utilities.imageToWorldCoords(imageId, [x, y]) as cs.Types.Point3;
@@ -496,6 +545,33 @@ export class Viewer {
     this.viewport().render();
   }
 
+  /** Paint a 3D mask into the per-image labelmaps (slice k = image k of the item). */
+  private paintVolumeMask(mask: VolumeMask, value: number): void {
+    const images = this.labelmapIds.map((id) => cs.cache.getImage(id));
+    const plane = mask.shape[1] * mask.shape[2];
+    const datas = images.map((image) => (image ? image.voxelManager?.getScalarData() ?? image.getPixelData() : null));
+    if (images.some((image) => image && image.rows * image.columns !== plane)) {
+      throw new Error(`a 3D mask of ${mask.shape.join('×')} does not fit these images`);
+    }
+    forEachVoxel(mask, (index) => {
+      const k = Math.floor(index / plane);
+      const data = datas[k];
+      if (data) data[index - k * plane] = value;
+    });
+    images.forEach((image, k) => image?.voxelManager?.setScalarData?.(datas[k] as never));
+  }
+
+  /** The labelmap segmentation the brush paints into (null when not editable). */
+  get segmentation(): string | null {
+    return this.segmentationId;
+  }
+
+  /** Tell the viewer its labelmap changed elsewhere (e.g. painted in the three-plane view). */
+  refreshLabelmap(): void {
+    if (this.segmentationId) cst.segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(this.segmentationId);
+    this.viewport().render();
+  }
+
   /** Remove every drawing of this viewer. */
   clear(): void {
     for (const a of this.mine()) cst.annotation.state.removeAnnotation(a.annotationUID!);
@@ -512,7 +588,7 @@ export class Viewer {
 
   /** Read-only overlays (other readers' labels) in their own colours. */
   setOverlays(overlays: Overlay[]): void {
-    this.overlays = overlays;
+    this.overlays = overlays.map((o) => ({ ...o, shapes: planar(o.shapes) }));
     this.maskCache.clear();
     this.drawOverlays();
   }
@@ -546,8 +622,10 @@ export class Viewer {
     for (const overlay of this.overlays) {
       ctx.strokeStyle = overlay.color;
       ctx.fillStyle = overlay.color;
+      ctx.setLineDash(overlay.dashed ? [6 * ratio, 4 * ratio] : []);
       for (const shape of overlay.shapes) {
         if (shape.frame !== frame) continue;
+        const caption = shape.caption ?? `${overlay.name}: ${shape.label}`;
         if (shape.type === 'box') {
           const [x, y, w, h] = shape.bbox;
           const corners = [toCanvas(x, y), toCanvas(x + w, y), toCanvas(x + w, y + h), toCanvas(x, y + h)];
@@ -555,7 +633,7 @@ export class Viewer {
           corners.forEach(([cx, cy], k) => (k ? ctx.lineTo(cx, cy) : ctx.moveTo(cx, cy)));
           ctx.closePath();
           ctx.stroke();
-          ctx.fillText(`${overlay.name}: ${shape.label}`, corners[0][0] + 3, corners[0][1] - 4);
+          ctx.fillText(caption, corners[0][0] + 3, corners[0][1] - 4);
         } else if (shape.type === 'polygon') {
           ctx.beginPath();
           for (let k = 0; k < shape.points.length; k += 2) {
@@ -566,7 +644,7 @@ export class Viewer {
           ctx.closePath();
           ctx.stroke();
           const [lx, ly] = toCanvas(shape.points[0], shape.points[1]);
-          ctx.fillText(`${overlay.name}: ${shape.label}`, lx + 3, ly - 4);
+          ctx.fillText(caption, lx + 3, ly - 4);
         } else if (shape.type === 'mask') {
           const key = `${overlay.name}|${overlay.color}|${shape.frame}|${shape.label}|${shape.rle.counts.length}`;
           let bitmap = this.maskCache.get(key);
@@ -612,7 +690,7 @@ function r2(v: number): number {
 /** COCO uncompressed RLE (column-major runs, starting with background) of `data == value`. */
 export function encodeRle(
   data: ArrayLike<number>, width: number, height: number, value: number,
-): { size: [number, number]; counts: number[] } {
+): Rle {
   const counts: number[] = [];
   let current = 0;
   let run = 0;
@@ -631,8 +709,34 @@ export function encodeRle(
   return { size: [height, width], counts };
 }
 
+/** One 3D mask object per class painted in `planes` (one labelmap per image, row-major),
+ * with C-order runs over [slices, rows, columns]. */
+export function volumeMaskObjects(planes: ArrayLike<number>[], rows: number, columns: number, classes: string[]): Shape[] {
+  const size = rows * columns;
+  const values = new Set<number>();
+  for (const data of planes) for (let i = 0; i < size; i++) if (data[i]) values.add(data[i]);
+  const out: Shape[] = [];
+  for (const value of [...values].sort((a, b) => a - b)) {
+    const runs: number[] = [];
+    let start = -1;
+    planes.forEach((data, k) => {
+      for (let i = 0; i < size; i++) {
+        const on = data[i] === value;
+        if (on && start < 0) start = k * size + i;
+        else if (!on && start >= 0) {
+          runs.push(start, k * size + i - start);
+          start = -1;
+        }
+      }
+    });
+    if (start >= 0) runs.push(start, planes.length * size - start);
+    out.push({ type: 'mask', label: classes[value - 1] ?? classes[0], mask: { shape: [planes.length, rows, columns], runs } });
+  }
+  return out;
+}
+
 /** Call `set(rowMajorIndex)` for every foreground pixel of a COCO uncompressed RLE. */
-export function decodeRle(rle: { size: [number, number]; counts: number[] }, set: (i: number) => void): void {
+export function decodeRle(rle: Rle, set: (i: number) => void): void {
   const [height, width] = rle.size;
   let pos = 0;
   rle.counts.forEach((run, k) => {
@@ -647,7 +751,7 @@ export function decodeRle(rle: { size: [number, number]; counts: number[] }, set
   });
 }
 
-function maskCanvas(rle: { size: [number, number]; counts: number[] }, color: string): HTMLCanvasElement {
+function maskCanvas(rle: Rle, color: string): HTMLCanvasElement {
   const [height, width] = rle.size;
   const canvas = document.createElement('canvas');
   canvas.width = width;
@@ -670,14 +774,22 @@ function hexRgb(color: string): [number, number, number] {
   return [(v >> 16) & 255, (v >> 8) & 255, v & 255];
 }
 
-/** Three orthographic views (axial, sagittal, coronal) of a DICOM series, read-only. */
+/** Three orthographic views (axial, sagittal, coronal) of a DICOM series. Given the stack
+ * viewer's labelmap segmentation, the brush and eraser paint it in 3D from any plane: the
+ * volume labelmap is built on the same per-image labelmaps, so the stack view and the
+ * submitted mask see every stroke. */
 export class MprView {
   private viewportIds: string[] = [];
   private volumeId = '';
   private group: NonNullable<ReturnType<typeof cst.ToolGroupManager.createToolGroup>> | null = null;
 
-  constructor(readonly host: HTMLElement) {
+  constructor(readonly host: HTMLElement, private segmentationId: string | null = null) {
     host.classList.add('mpr');
+  }
+
+  /** Whether the views paint the labelmap. */
+  get editable(): boolean {
+    return this.segmentationId !== null;
   }
 
   /** Build the volume from `imageIds` (a series with positions) and show the three planes. */
@@ -696,6 +808,10 @@ export class MprView {
     if (!group) throw new Error('could not create a tool group');
     this.group = group;
     for (const tool of [cst.WindowLevelTool, cst.PanTool, cst.ZoomTool, cst.StackScrollTool]) group.addTool(tool.toolName);
+    if (this.segmentationId) {
+      group.addToolInstance('Brush', cst.BrushTool.toolName, { activeStrategy: 'FILL_INSIDE_SPHERE' });
+      group.addToolInstance('Eraser', cst.BrushTool.toolName, { activeStrategy: 'ERASE_INSIDE_SPHERE' });
+    }
     for (const [name, orientation] of axes) {
       const element = document.createElement('div');
       element.className = 'mpr-view';
@@ -710,18 +826,46 @@ export class MprView {
       group.addViewport(viewportId, 'truthset');
       this.viewportIds.push(viewportId);
     }
-    group.setToolActive(cst.WindowLevelTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
     group.setToolActive(cst.PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
     group.setToolActive(cst.ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
     group.setToolActive(cst.StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+    this.setTool('wl');
     volume.load();
     await cs.setVolumesForViewports(engine!, [{ volumeId: this.volumeId }], this.viewportIds);
+    if (this.segmentationId) {
+      for (const viewportId of this.viewportIds) {
+        await cst.segmentation.addLabelmapRepresentationToViewport(viewportId, [{ segmentationId: this.segmentationId }]);
+      }
+      cst.utilities.segmentation.setBrushSizeForToolGroup(group.id, 6);
+    }
     engine!.renderViewports(this.viewportIds);
+    this.host.dataset.editable = this.segmentationId ? '1' : '0';
   }
 
-  /** Free the views, the tool group and the volume. */
+  /** Make `tool` the left-button tool (brush and eraser paint spheres in the volume). */
+  setTool(tool: 'wl' | 'brush' | 'eraser'): void {
+    const group = this.group;
+    if (!group || (tool !== 'wl' && !this.segmentationId)) return;
+    for (const name of [cst.WindowLevelTool.toolName, ...(this.segmentationId ? ['Brush', 'Eraser'] : [])]) group.setToolPassive(name);
+    const name = tool === 'wl' ? cst.WindowLevelTool.toolName : tool === 'brush' ? 'Brush' : 'Eraser';
+    group.setToolActive(name, { bindings: [{ mouseButton: MouseBindings.Primary }] });
+    this.host.dataset.tool = tool;
+  }
+
+  /** Change the brush radius by `delta`. */
+  brushSize(delta: number): number {
+    if (!this.group) return 0;
+    const size = Math.max(1, Math.min(100, cst.utilities.segmentation.getBrushSizeForToolGroup(this.group.id) + delta));
+    cst.utilities.segmentation.setBrushSizeForToolGroup(this.group.id, size);
+    return size;
+  }
+
+  /** Free the views, the tool group and the volume (the labelmap stays with the viewer). */
   destroy(): void {
     try {
+      if (this.segmentationId) {
+        for (const id of this.viewportIds) cst.segmentation.removeSegmentationRepresentations(id, { segmentationId: this.segmentationId });
+      }
       if (this.group) cst.ToolGroupManager.destroyToolGroup(this.group.id);
       for (const id of this.viewportIds) engine?.disableElement(id);
       if (this.volumeId) cs.cache.removeVolumeLoadObject(this.volumeId);

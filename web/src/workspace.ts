@@ -9,6 +9,8 @@ import { MprView, PRESETS, Viewer, imageIdsFor, isDicom, type Overlay, type Tool
 export interface ProjectRules {
   schema: Schema;
   guideline: Guideline | null;
+  /** Version of the workflow policy in force (0: none set, the default policy). */
+  policyVersion: number;
 }
 
 const rulesCache = new Map<string, ProjectRules>();
@@ -18,9 +20,12 @@ export async function projectRules(project: string): Promise<ProjectRules> {
   const cached = rulesCache.get(project);
   if (cached) return cached;
   const schemas = await get<Schema[]>(`/projects/${project}/schemas`);
-  const guidelines = await get<Guideline[]>(`/projects/${project}/guidelines`).catch(() => [] as Guideline[]);
+  const [guidelines, policy] = await Promise.all([
+    get<Guideline[]>(`/projects/${project}/guidelines`).catch(() => [] as Guideline[]),
+    get<{ version: number }>(`/projects/${project}/policy`).catch(() => ({ version: 0 })),
+  ]);
   const latest = <T extends { version: number }>(rows: T[]) => rows.reduce<T | null>((a, b) => (!a || b.version > a.version ? b : a), null);
-  const rules = { schema: latest(schemas)!, guideline: latest(guidelines) };
+  const rules = { schema: latest(schemas)!, guideline: latest(guidelines), policyVersion: policy.version };
   rulesCache.set(project, rules);
   return rules;
 }
@@ -138,19 +143,26 @@ export async function mountWorkspace(root: HTMLElement, o: WorkspaceOptions): Pr
   // A DICOM series of three or more slices can be shown as three orthogonal planes.
   const dicomInstances = o.item.media.filter((m) => m.media_type === 'application/dicom').length;
   const dicomSeries = dicomInstances >= 3 ? itemIds.filter(isDicom) : [];
+  // A volume's masks are one 3D mask per class, painted on the slices or in the three planes.
+  const paints = editable && toolsFor(def).includes('brush');
+  viewer.volumeMasks = paints && dicomSeries.length >= 3;
   let mpr: MprView | null = null;
   const toggleMpr = async () => {
     if (mpr) {
       mpr.destroy();
       mpr.host.remove();
       mpr = null;
+      delete viewerHost.dataset.mpr;
+      viewer.refreshLabelmap();
       return;
     }
     const box = h('div.mpr-host#mpr-views');
     viewerHost.append(box);
-    mpr = new MprView(box);
+    mpr = new MprView(box, paints ? viewer.segmentation : null);
     try {
       await mpr.load(dicomSeries);
+      const tool = viewer.tool;
+      mpr.setTool(tool === 'brush' || tool === 'eraser' ? tool : 'wl');
       viewerHost.dataset.mpr = '1';
     } catch (err) {
       notify(`Cannot show this series in three planes: ${String(err)}`, 'error');
@@ -196,6 +208,7 @@ export async function mountWorkspace(root: HTMLElement, o: WorkspaceOptions): Pr
   };
   const setTool = (tool: ToolName) => {
     viewer.setTool(tool);
+    if (mpr && (tool === 'wl' || tool === 'brush' || tool === 'eraser')) mpr.setTool(tool);
     for (const b of toolBar.querySelectorAll('button')) b.classList.toggle('active', b.dataset.tool === tool);
   };
   const allowed = new Set<ToolName>(['wl', 'pan', 'zoom', ...(editable ? toolsFor(def) : [])]);
@@ -272,7 +285,8 @@ export async function mountWorkspace(root: HTMLElement, o: WorkspaceOptions): Pr
     } else if (e.key === 'i') {
       viewer.invert();
     } else if (e.key === '[' || e.key === ']') {
-      notify(`Brush ${viewer.brushSize(e.key === '[' ? -2 : 2)} px`);
+      const delta = e.key === '[' ? -2 : 2;
+      notify(mpr?.editable ? `Brush ${mpr.brushSize(delta)} mm (three planes)` : `Brush ${viewer.brushSize(delta)} px`);
     } else {
       const tool = TOOL_KEYS.find(([key]) => key === e.key.toLowerCase() && !e.ctrlKey && !e.metaKey);
       if (tool && allowed.has(tool[1])) setTool(tool[1]);

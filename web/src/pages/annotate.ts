@@ -12,7 +12,7 @@ export async function annotatePage(root: HTMLElement, ctx: PageCtx): Promise<Cle
   const project = ctx.project!;
   const rules = await projectRules(project);
   const def = rules.schema.definition;
-  const api = tasksApi(project, ctx.me.user.username, usesWorkflow(def.kind, def.mode));
+  const api = tasksApi(project, ctx.me.user.username, usesWorkflow(def.kind, def.mode, rules.policyVersion));
   let ws: Workspace | null = null;
   let busy = false;
   const queueBox = h('div.queue#queue');
@@ -70,12 +70,15 @@ export async function annotatePage(root: HTMLElement, ctx: PageCtx): Promise<Cle
       title: api.mode === 'tasks' ? 'Flag the item as unclear: no label is recorded and it goes to a senior reader with your reason'
         : 'Flagging needs the workflow (this project is labelled item by item)',
     }, 'Flag unclear');
-    const draftHint = task.context?.draft ? h('p.muted', null, `Model draft: ${task.context.draft.label} — accept it or choose another class.`) : null;
+    const draft = task.context?.draft;
+    const draftHint = draft ? h('p.muted', null, draft.payload
+      ? 'A model drafted the objects on the image: keep, edit or erase them, then submit.'
+      : `Model draft: ${draft.label} — accept it or choose another class.`) : null;
     const actions = h('div.actions', null,
       previous ? h('p.muted', null, `You labelled this item before (annotation ${previous.id}); submitting makes a new revision.`) : null,
       draftHint,
       h('div.row', null, submit, skip, flag));
-    const initial: Payload | null = previous?.payload ?? (task.context?.draft ? { label: task.context.draft.label } : null);
+    const initial: Payload | null = previous?.payload ?? draft?.payload ?? (draft?.label ? { label: draft.label } : null);
     if (task.stage === 'calibrate') actions.prepend(h('p.muted#calibration', null, 'Calibration: your first items have a known answer; your score decides whether you join the queue.'));
     ws = await mountWorkspace(host, { project, user: ctx.me.user.username, item, stage: 'annotate', rules, initial, actions });
     host.dataset.ready = '1';

@@ -1,6 +1,7 @@
-// Review: the annotator's label drawn on the image; accept, correct, reject or escalate.
+// Review: the annotator's label (for boxes and masks: their objects) drawn on the image; accept,
+// correct (edit the label or the objects), reject or escalate with a comment.
 
-import { ApiError, get, type Annotation, type Item } from '../api';
+import { ApiError, get, type Annotation, type Item, type Payload, type Shape } from '../api';
 import type { Cleanup, PageCtx } from '../main';
 import { navigate } from '../main';
 import { askReason, fail, h, notify, typing } from '../ui';
@@ -18,9 +19,12 @@ export async function reviewPage(root: HTMLElement, ctx: PageCtx): Promise<Clean
   let ws: Workspace | null = null;
   let busy = false;
 
-  if (!usesWorkflow(def.kind, def.mode)) {
+  const geometric = def.kind === 'box' || def.kind === 'polygon' || def.kind === 'mask';
+  if (!usesWorkflow(def.kind, def.mode, rules.policyVersion)) {
     host.append(h('div.empty', null, h('h2', null, 'No review queue here'),
-      h('p', null, `This project labels ${def.kind}es; the workflow's review queue runs single or ordinal classification projects.`)));
+      h('p', null, def.kind === 'measurement'
+        ? 'The workflow does not run measurement projects.'
+        : `This project labels ${def.kind}es item by item: a manager sets a workflow policy to send reads to review.`)));
     return;
   }
 
@@ -42,6 +46,8 @@ export async function reviewPage(root: HTMLElement, ctx: PageCtx): Promise<Clean
     const reads = await get<{ items: Annotation[] }>(`/projects/${project}/items/${item.id}/annotations?limit=200`).then((p) => p.items);
     const read = reads.find((a) => a.id === under?.annotation_id) ?? null;
     const author = read?.author ?? 'annotator';
+    const original: Payload = under?.payload ?? read?.payload ?? (under?.label ? { label: under.label } : {});
+    const said = original.objects ? objectSummary(original.objects) : original.labels ? original.labels.join(', ') || '(none)' : original.label ?? '—';
     const comment = h('textarea#review-comment', { rows: 3, placeholder: 'Comment (required to reject or escalate)' });
     const decide = async (decision: 'accept' | 'correct' | 'reject' | 'escalate') => {
       if (!ws || busy) return;
@@ -53,8 +59,10 @@ export async function reviewPage(root: HTMLElement, ctx: PageCtx): Promise<Clean
         comment.value = asked;
       }
       const payload = decision === 'correct' ? ws.payload() : undefined;
-      if (decision === 'correct' && payload?.label === under?.label) {
-        notify('A correction must change the label: choose another class (1–9), or accept.', 'error');
+      if (decision === 'correct' && payload && sameLabel(payload, original)) {
+        notify(geometric
+          ? 'A correction must change the objects: edit, draw or erase them (B, M, E), or accept.'
+          : 'A correction must change the label: choose another class (1–9), or accept.', 'error');
         return;
       }
       busy = true;
@@ -72,8 +80,10 @@ export async function reviewPage(root: HTMLElement, ctx: PageCtx): Promise<Clean
       }
     };
     const actions = h('div.actions', null,
-      h('p', null, h('span.swatch', { style: { background: READER_COLOURS[0] } }), `${author} said `, h('strong#under-review', null, under?.label ?? '—')),
-      h('p.muted', null, 'To correct, choose the right class (1–9) and press Correct.'),
+      h('p', null, h('span.swatch', { style: { background: READER_COLOURS[0] } }), `${author} said `, h('strong#under-review', null, said)),
+      h('p.muted', null, geometric
+        ? `${author}'s objects are drawn in their colour and loaded for editing: to correct, move, redraw or erase them (box B, brush M, eraser E) and press Correct.`
+        : 'To correct, choose the right class (1–9) and press Correct.'),
       comment,
       h('div.row', null,
         h('button.primary#accept', { onclick: () => void decide('accept'), title: 'Accept (A)' }, 'Accept'),
@@ -82,8 +92,8 @@ export async function reviewPage(root: HTMLElement, ctx: PageCtx): Promise<Clean
         h('button#escalate', { onclick: () => void decide('escalate'), title: 'Escalate (X)' }, 'Escalate')));
     ws = await mountWorkspace(host, {
       project, user: ctx.me.user.username, item, stage: 'review', rules, actions,
-      initial: read?.payload ?? (under ? { label: under.label } : null),
-      overlays: read?.payload.objects?.length ? [{ name: author, color: READER_COLOURS[0], shapes: read.payload.objects }] : [],
+      initial: original,
+      overlays: original.objects?.length ? [{ name: author, color: READER_COLOURS[0], shapes: original.objects }] : [],
     });
     host.dataset.ready = '1';
   };
@@ -108,4 +118,18 @@ export async function reviewPage(root: HTMLElement, ctx: PageCtx): Promise<Clean
     document.removeEventListener('keydown', onKey, true);
     ws?.destroy();
   };
+}
+
+/** "1× box nodule, 1× mask nodule". */
+function objectSummary(objects: Shape[]): string {
+  const counts = new Map<string, number>();
+  for (const o of objects) counts.set(`${o.type} ${o.label}`, (counts.get(`${o.type} ${o.label}`) ?? 0) + 1);
+  return [...counts].map(([k, n]) => `${n}× ${k}`).join(', ') || '(nothing drawn)';
+}
+
+/** Whether two labels say the same (class, classes, or the same objects). */
+function sameLabel(a: Payload, b: Payload): boolean {
+  if (a.objects || b.objects) return JSON.stringify(a.objects ?? []) === JSON.stringify(b.objects ?? []);
+  if (a.labels || b.labels) return JSON.stringify([...(a.labels ?? [])].sort()) === JSON.stringify([...(b.labels ?? [])].sort());
+  return a.label === b.label;
 }
