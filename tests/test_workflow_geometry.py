@@ -409,3 +409,62 @@ def test_multi_label_posterior_is_the_policy_method_fitted_per_class(
     expected = direct.probas_.loc[str(row.item_id)]
     assert row.posterior == pytest.approx({c: float(p) for c, p in expected.items()})
     assert row.label == {"labels": sorted(c for c in expected.index if expected[c] > 0.5)}
+
+
+def test_a_mask_consensus_on_a_dicom_series_exports_as_dicom_seg(tmp_path: Path) -> None:
+    hd = pytest.importorskip("highdicom")
+    import io
+
+    import pydicom
+
+    from test_imaging_helpers import make_series
+    from truthset.release import service
+    from truthset.release.export import export_release
+    from truthset.workflow import policies
+    from truthset.workspace import imports, projects, users
+
+    ws = Workspace.init(tmp_path / "ws", database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    paths, _volume = make_series(tmp_path / "series", slices=3)
+    rows, cols = (int(v) for v in (pydicom.dcmread(paths[0]).Rows,
+                                   pydicom.dcmread(paths[0]).Columns))
+    yy, xx = np.mgrid[0:rows, 0:cols]
+
+    def blob(cx: float, cy: float, r: float) -> np.ndarray:
+        return np.asarray((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r)
+
+    with ws, ws.unit("lead") as s:
+        project = projects.create_project(s, key="chest", name="seg", schema_text=schema("mask"))
+        imports.import_items(s, ws.blobs, project, paths, vault=ws.vault)
+        for k in range(3):
+            users.add_user(s, username=f"r{k}", role="annotator")
+        users.add_user(s, username="adj", role="adjudicator", tier=3)
+        policies.set_policy(s, project, "workflow: consensus\nk: 3\ntarget_dice: 0.6\n"
+                                        "mask_method: vote\n")
+        queue.enqueue(s, project)
+    painted = [blob(60, 64, 20), blob(64, 60, 20), blob(62, 66, 18)]
+    try:
+        for k, pixels in enumerate(painted):
+            result = _read(ws, f"r{k}", {"objects": [mask("nodule", pixels, frame=1)]})
+        assert result.item_status == "final", result.next_step
+        vote = np.sum(painted, axis=0) >= 2
+        with ws.unit("lead") as s:
+            project = projects.get_project(s, "chest")
+            release = service.create_release(s, project, ws.blobs, name="v1", actor="lead",
+                                             fractions={"train": 1.0})
+            assert all(r.included for r in service.release_items(s, release))
+            files = export_release(s, release, tmp_path / "out", formats=["dicom-seg"],
+                                   blobs=ws.blobs)
+            item = s.scalars(sa.select(Item)).one()
+            sources = [pydicom.dcmread(io.BytesIO(ws.blobs.get_bytes(m["sha256"])))
+                       for m in item.media]
+        (seg_path,) = [p for p in files if p.name.endswith("_seg.dcm")]
+        seg = hd.seg.segread(seg_path)
+        ordered = sorted(sources, key=lambda d: float(d.ImagePositionPatient[2]))
+        got = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=[d.SOPInstanceUID for d in ordered], segment_numbers=[1],
+            combine_segments=False, ignore_spatial_locations=True).squeeze(-1).astype(bool)
+        expected = np.zeros((3, rows, cols), dtype=bool)
+        expected[1] = vote
+        assert np.array_equal(got, expected)
+    finally:
+        ws.close()
