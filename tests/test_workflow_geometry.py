@@ -468,3 +468,26 @@ def test_a_mask_consensus_on_a_dicom_series_exports_as_dicom_seg(tmp_path: Path)
         assert np.array_equal(got, expected)
     finally:
         ws.close()
+
+
+def test_a_model_draft_counts_as_a_read_under_prelabels_draft(workspace: Workspace) -> None:
+    from truthset.workflow.annotations import record_annotation
+    from truthset.workspace import projects
+
+    make_geo_project(workspace, schema("box"), "workflow: consensus\nk: 2\nprelabels: draft\n")
+    with workspace.unit("admin") as s:  # a model's draft in the stored form (corners, score)
+        p = projects.get_project(s, "chest")
+        item = s.scalars(sa.select(Item).where(Item.project_id == p.id)).one()
+        record_annotation(s, p, item=item, author=None, model=("detector", "1"),
+                          payload={"objects": [{"label": "nodule", "score": 0.9,
+                                                "box": [10, 10, 20, 20]}]})
+    task = call(workspace, "r0", queue.next_task).task
+    assert task.context == {"draft": {"label": None, "payload": {"objects": [
+        {"label": "nodule", "score": 0.9, "box": [10, 10, 20, 20]}]}}}
+    done = call(workspace, "r0", queue.submit, task.task_id,
+                {"objects": [box("nodule", 11, 10, 10, 10)]})
+    assert done.item_status == "final"
+    row = _latest(workspace)
+    (obj,) = row.label["objects"]
+    assert obj["readers"] == ["model", "r0"] and obj["support"] == 2
+    assert _bbox(obj) == pytest.approx([10.5, 10, 10, 10])
