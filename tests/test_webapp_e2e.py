@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from webapp_support import (
+    BOX_SCHEMA,
     CONSENSUS_POLICY,
     PASSWORD,
     REVIEW_POLICY,
@@ -64,6 +65,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     items = {key: add_workflow_project(workspace, key=key, policy=policy)
              for key, policy in (("findings", CONSENSUS_POLICY), ("triage", REVIEW_POLICY),
                                  ("unclear", CONSENSUS_POLICY))}
+    items["boxreview"] = add_workflow_project(workspace, key="boxreview", policy=REVIEW_POLICY,
+                                              schema=BOX_SCHEMA)
     items["volumes"] = add_series_project(workspace)
     with workspace, live_server(workspace) as live:
         live.items = items  # type: ignore[attr-defined]
@@ -340,6 +343,56 @@ def test_reviewer_corrects_a_read_in_the_browser(browser: Any, server: Any) -> N
     assert final["status"] == "final" and final["label"] == {"label": "nodule"}
     corrected = next(r for r in reads if r["id"] == final["input_annotation_ids"][0])
     assert corrected["author"] == "rita" and corrected["parent_id"] is not None
+
+
+def test_reviewer_edits_the_annotators_boxes(browser: Any, server: Any) -> None:
+    """Review of a box read: the annotator's box is drawn on the image and loaded for editing;
+    an unchanged correction is refused in the page; the reviewer adds the box the annotator
+    missed and corrects with a comment; the final label is the edited objects."""
+    item = server.items["boxreview"]
+    page = sign_in(browser, server, "ana", "/annotate?project=boxreview")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    cx, cy = viewport_centre(page)
+    page.keyboard.press("1")
+    page.keyboard.press("b")
+    drag(page, [(cx - 60, cy - 60), (cx - 30, cy - 30), (cx - 10, cy - 10)])
+    page.wait_for_timeout(300)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#queue-empty", timeout=10000)
+    assert not page.errors
+    page.close()
+
+    page = sign_in(browser, server, "rita", "/review?project=boxreview")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    assert page.inner_text("#under-review") == "1× box nodule"
+    assert any(overlay_pixels(page)[3::4])  # ana's box is drawn over the image
+    page.fill("#review-comment", "A second, smaller mass below.")
+    page.evaluate("() => document.activeElement.blur()")
+    page.click("#correct")  # nothing changed yet: refused in the page
+    page.wait_for_selector(".notice.error:has-text('must change the objects')", timeout=5000)
+    cx, cy = viewport_centre(page)
+    page.keyboard.press("2")
+    page.keyboard.press("b")
+    drag(page, [(cx + 20, cy + 20), (cx + 40, cy + 40), (cx + 60, cy + 60)])
+    page.wait_for_timeout(300)
+    page.click("#correct")
+    page.wait_for_selector("#queue-empty", timeout=10000)
+    assert not page.errors
+
+    client = api(server, "max")
+    try:
+        final = client.get(f"/projects/boxreview/items/{item}/consensus").json()
+        reads = client.get(f"/projects/boxreview/items/{item}/annotations").json()["items"]
+    finally:
+        client.close()
+    by_author = {r["author"]: r for r in reads}
+    assert final["status"] == "final" and final["method"] == "review"
+    assert sorted(o["label"] for o in final["label"]["objects"]) == ["mass", "nodule"]
+    corrected = by_author["rita"]
+    assert corrected["parent_id"] == by_author["ana"]["id"]
+    kept = next(o for o in corrected["payload"]["objects"] if o["label"] == "nodule")
+    original = by_author["ana"]["payload"]["objects"][0]
+    assert kept["bbox"] == pytest.approx(original["bbox"], abs=0.05)
 
 
 def test_skip_and_flag_in_the_browser(browser: Any, server: Any) -> None:

@@ -126,9 +126,10 @@ def build_box_project(root: Path, *, key: str = "lesions") -> Any:
     return workspace
 
 
-def add_workflow_project(workspace: Any, *, key: str, policy: str) -> int:
-    """Add a classification project run by the workflow ``policy`` (same users, same CT);
-    enqueue its item and return the item id."""
+def add_workflow_project(workspace: Any, *, key: str, policy: str,
+                         schema: str = FINDINGS_SCHEMA) -> int:
+    """Add a project (a classification schema unless ``schema`` says otherwise) run by the
+    workflow ``policy`` (same users, same CT); enqueue its item and return the item id."""
     import pydicom.examples
 
     from truthset.auth.memberships import add_member
@@ -139,7 +140,7 @@ def add_workflow_project(workspace: Any, *, key: str, policy: str) -> int:
 
     with workspace.unit("test") as s:
         project = projects.create_project(s, key=key, name=f"Findings ({key})",
-                                          schema_text=FINDINGS_SCHEMA, guideline_text=GUIDELINE)
+                                          schema_text=schema, guideline_text=GUIDELINE)
         for name, role, _tier in PEOPLE:
             add_member(s, project, users.get_user(s, name), role)
         path = Path(str(pydicom.examples.get_path("ct")))
