@@ -15,8 +15,8 @@ import pytest
 from test_api_support import SCHEMA, Seeded, bearer, client, png, seed
 from truthset import audit
 from truthset.api.deps import ApiSettings
-from truthset.api.util import decode_cursor, encode_cursor
 from truthset.domain.errors import InputError
+from truthset.store.pages import decode_cursor, encode_cursor
 from truthset.workspace.workspace import Workspace
 
 

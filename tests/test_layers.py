@@ -1,7 +1,9 @@
 """The layer rule of docs/design.md, checked on the source: imports point downwards only.
 
 ``domain/`` and ``quality/`` are pure: besides each other they import no Truthset module and no
-database, web or file-format library.
+database, web or file-format library. ``api/`` and ``cli/`` are thin: they import no SQLAlchemy
+(queries live in ``store/`` or a service; database errors, the session type and cursor pages are
+named by ``store/``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ LAYER = {
     "api": 3, "cli": 3,
 }
 PURE = {"domain", "quality"}
+#: Interfaces: parse, authorise, call a service, format. No queries, so no SQL library.
+THIN = {"api", "cli"}
 IMPURE_LIBRARIES = {"sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "httpx",
                     "pydicom", "nibabel", "fsspec", "typer", "rich", "psycopg"}
 
@@ -59,3 +63,6 @@ def test_imports_point_downwards(path: Path) -> None:
                 assert parts[1] in PURE, f"pure {top} imports {name}"
         if top in PURE:
             assert parts[0] not in IMPURE_LIBRARIES, f"pure {top} imports {name}"
+        if top in THIN:
+            assert parts[0] != "sqlalchemy", (
+                f"{top} imports {name}: queries belong in store/ or a service")

@@ -14,13 +14,13 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 
 from truthset.auth import sessions, tokens
 from truthset.auth.errors import AuthenticationError
 from truthset.auth.oidc import OidcClient
 from truthset.auth.policy import Principal
 from truthset.auth.throttle import ThrottlePolicy
+from truthset.store.db import Session
 from truthset.store.models import User
 from truthset.workspace.workspace import Workspace
 

@@ -13,8 +13,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from truthset import audit
@@ -27,6 +25,7 @@ from truthset.domain.errors import (
     PermissionDeniedError,
     TruthsetError,
 )
+from truthset.store.errors import IntegrityError, OperationalError, PoolTimeoutError
 
 log = logging.getLogger("truthset.api")
 

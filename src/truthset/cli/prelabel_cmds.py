@@ -9,18 +9,17 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.table import Table
-from sqlalchemy import select
 
 from truthset.cli.app import app, console, handle_errors
 from truthset.cli.context import ActorOption, WorkspaceOption, actor_name, open_workspace
 from truthset.cli.jobs_cmds import follow
-from truthset.domain.errors import InputError, NotFoundError
+from truthset.domain.errors import InputError
 from truthset.io.tables import read_table
 from truthset.jobs import service as jobs
 from truthset.prelabel import acceptance, review, service
 from truthset.prelabel.adapters import describe_device
-from truthset.store.models import User
 from truthset.workspace.projects import get_project
+from truthset.workspace.users import get_user
 
 prelabel_app = typer.Typer(help="AI pre-labelling: models, drafts, acceptance, label errors.",
                            no_args_is_help=True)
@@ -41,13 +40,6 @@ def _read_config(path: Path | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError("the model configuration must be a mapping", source=str(path))
     return data
-
-
-def _user(session: Any, username: str) -> User:
-    user = session.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise NotFoundError(f"no user {username!r}")
-    return user
 
 
 @prelabel_app.command("register")
@@ -193,7 +185,7 @@ def _decide(project: str, class_name: str, as_user: str, note: str, resume: bool
             workspace: Path | None) -> None:
     with open_workspace(workspace) as ws, ws.unit(as_user) as session:
         proj = get_project(session, project)
-        user = _user(session, as_user)
+        user = get_user(session, as_user)
         fn = acceptance.resume_class if resume else acceptance.pause_class
         row = fn(session, proj, class_name, manager=user, note=note)
         console.print(f"drafting of {row.class_name}: {row.status} ({row.decided_by})")

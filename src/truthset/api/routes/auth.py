@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
-from sqlalchemy import select
 
 from truthset import audit
 from truthset.api.deps import SESSION_COOKIE, ApiSettings, CtxDep
@@ -23,11 +22,12 @@ from truthset.api.models import (
     UserOut,
 )
 from truthset.api.routes.common import PREFIX
-from truthset.auth import sessions, tokens
+from truthset.auth import memberships, sessions, tokens
 from truthset.auth.errors import AuthenticationError
 from truthset.auth.login import password_login
 from truthset.domain.errors import InputError, NotFoundError
-from truthset.store.models import Membership, Project, User, WebSession
+from truthset.store.models import User, WebSession
+from truthset.workspace.users import find_user
 from truthset.workspace.workspace import Workspace
 
 router = APIRouter(prefix=PREFIX + "/auth", tags=["auth"])
@@ -87,16 +87,11 @@ def me(ctx: CtxDep) -> MeOut:
     """Who you are and your roles in each project."""
     user = ctx.session.get(User, ctx.principal.user_id)
     assert user is not None
-    rows = ctx.session.execute(
-        select(Project.key, Membership.role, Membership.created_at)
-        .join(Project, Project.id == Membership.project_id)
-        .where(Membership.user_id == user.id)
-        .order_by(Project.key, Membership.role)
-    ).all()
     return MeOut(
         user=UserOut.model_validate(user), via=ctx.principal.via,
-        memberships=[MembershipOut(project=k, username=user.username, role=r, created_at=c)
-                     for k, r, c in rows],
+        memberships=[MembershipOut(project=k, username=user.username, role=m.role,
+                                   created_at=m.created_at)
+                     for k, m in memberships.memberships_of(ctx.session, user.id)],
     )
 
 
@@ -168,7 +163,7 @@ def oidc_callback(
         try:
             claims = client.finish(session, code=code, state=state)
             name = client.username(claims)
-            user = session.scalar(select(User).where(User.username == name))
+            user = find_user(session, name)
             if user is None or not user.active:
                 raise AuthenticationError("no active Truthset user matches this sign-in")
             started = sessions.start_session(session, user, method="oidc",

@@ -5,24 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Query
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from truthset.api.deps import Ctx
 from truthset.api.models import AnnotationOut, ItemOut, MediaOut, ProjectOut
 from truthset.api.util import DEFAULT_LIMIT, MAX_LIMIT
 from truthset.auth import policy
-from truthset.domain.errors import NotFoundError
 from truthset.domain.roles import Role
-from truthset.store.models import (
-    Annotation,
-    GuidelineVersion,
-    Item,
-    LabelSchemaVersion,
-    Project,
-    User,
+from truthset.store.db import Session
+from truthset.store.models import Annotation, Item, Project
+from truthset.workspace.projects import (
+    get_project,
+    latest_guideline_version,
+    latest_schema_version,
 )
-from truthset.workspace.projects import get_project
 
 PREFIX = "/api/v1"
 
@@ -42,34 +37,12 @@ def load_project(ctx: Ctx, key: str, action: policy.Action) -> tuple[Project, fr
     return project, held
 
 
-def load_item(session: Session, project: Project, item_id: int) -> Item:
-    """The item ``item_id`` of ``project`` (an item of another project is not found here)."""
-    item = session.scalar(select(Item).where(Item.id == item_id, Item.project_id == project.id))
-    if item is None:
-        raise NotFoundError(f"no item {item_id} in project {project.key!r}")
-    return item
-
-
-def load_user(session: Session, username: str) -> User:
-    """The user ``username``."""
-    user = session.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise NotFoundError(f"no user {username!r}")
-    return user
-
-
 def project_out(session: Session, project: Project) -> ProjectOut:
     """A project with its current schema and guideline versions."""
-    schema_version = session.scalar(
-        select(func.max(LabelSchemaVersion.version))
-        .where(LabelSchemaVersion.project_id == project.id)
-    )
-    guideline_version = session.scalar(
-        select(func.max(GuidelineVersion.version)).where(GuidelineVersion.project_id == project.id)
-    )
     return ProjectOut(
         id=project.id, key=project.key, name=project.name, description=project.description,
-        schema_version=schema_version or 0, guideline_version=guideline_version,
+        schema_version=latest_schema_version(session, project),
+        guideline_version=latest_guideline_version(session, project),
         created_at=project.created_at,
     )
 
@@ -110,12 +83,3 @@ def annotation_out(row: Annotation, names: dict[int, str]) -> AnnotationOut:
         guideline_version=row.guideline_version, parent_id=row.parent_id,
         time_spent_s=row.time_spent_s, created_at=row.created_at,
     )
-
-
-def usernames(session: Session, ids: set[Any]) -> dict[int, str]:
-    """User names by id."""
-    clean = {i for i in ids if i is not None}
-    if not clean:
-        return {}
-    rows = session.execute(select(User.id, User.username).where(User.id.in_(clean))).all()
-    return {int(i): str(n) for i, n in rows}

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
-from sqlalchemy import func, select
 
 from truthset import audit
 from truthset.api.deps import CtxDep
@@ -32,21 +31,22 @@ from truthset.api.routes.common import (
     Limit,
     annotation_out,
     item_out,
-    load_item,
     load_project,
-    usernames,
 )
-from truthset.api.util import DEFAULT_LIMIT, paginate
+from truthset.api.util import DEFAULT_LIMIT
 from truthset.auth import policy
 from truthset.auth.policy import Action
 from truthset.domain.errors import InputError, NotFoundError, PermissionDeniedError
 from truthset.quality.agreement import LEVELS, METRICS, agreement
 from truthset.store.blobs import CHUNK
-from truthset.store.models import Annotation, Consensus, Item, User
+from truthset.store.models import Annotation, Consensus, User
 from truthset.workflow.analysis import class_agreement
 from truthset.workflow.annotations import current_labels, record_annotation
 from truthset.workflow.consensus import compute_consensus
+from truthset.workflow.lookups import annotations_page, current_consensus, current_consensus_page
+from truthset.workflow.policies import usernames
 from truthset.workspace.imports import import_items
+from truthset.workspace.items import get_item, items_by_external_id, items_page
 from truthset.workspace.quarantine import may_see_quarantined
 
 router = APIRouter(prefix=PREFIX + "/projects/{key}", tags=["items"])
@@ -62,8 +62,7 @@ def list_items(key: Key, ctx: CtxDep, cursor: Cursor = None,
                limit: Limit = DEFAULT_LIMIT) -> Page[ItemOut]:
     """The project's items, in id order."""
     project, _ = load_project(ctx, key, Action.ITEM_READ)
-    rows, nxt = paginate(ctx.session, select(Item).where(Item.project_id == project.id), Item.id,
-                         cursor=cursor, limit=limit)
+    rows, nxt = items_page(ctx.session, project, cursor=cursor, limit=limit)
     return Page[ItemOut](items=[item_out(i) for i in rows], next_cursor=nxt)
 
 
@@ -89,8 +88,7 @@ def upload_items(key: Key, ctx: CtxDep,
                 shutil.copyfileobj(upload.file, out, CHUNK)
         summary = import_items(ctx.session, ctx.workspace.blobs, project, [folder],
                                vault=ctx.workspace.vault)
-    stored = ctx.session.scalars(select(Item).where(
-        Item.project_id == project.id, Item.external_id.in_(summary.ingested)).order_by(Item.id))
+    stored = items_by_external_id(ctx.session, project, summary.ingested)
     return ImportOut(ingested=summary.ingested, skipped=[e for e, _ in summary.skipped],
                      items=[item_out(i) for i in stored])
 
@@ -99,7 +97,7 @@ def upload_items(key: Key, ctx: CtxDep,
 def read_item(key: Key, item_id: ItemId, ctx: CtxDep) -> ItemOut:
     """One item of the project."""
     project, _ = load_project(ctx, key, Action.ITEM_READ)
-    return item_out(load_item(ctx.session, project, item_id))
+    return item_out(get_item(ctx.session, project, item_id))
 
 
 @router.get("/items/{item_id}/media/{index}", response_class=StreamingResponse,
@@ -109,7 +107,7 @@ def download_media(key: Key, item_id: ItemId, index: Annotated[int, Path(ge=0, l
     """The bytes of one media file of an item (the download is audited). Quarantined
     images (possible burned-in identity) go to managers and administrators only."""
     project, held = load_project(ctx, key, Action.ITEM_READ)
-    item = load_item(ctx.session, project, item_id)
+    item = get_item(ctx.session, project, item_id)
     if item.status == "quarantined" and not may_see_quarantined(held):
         raise PermissionDeniedError("the item is quarantined until a manager clears or "
                                     "redacts it")
@@ -133,13 +131,11 @@ def download_media(key: Key, item_id: ItemId, index: Annotated[int, Path(ge=0, l
 def _annotations_page(ctx: CtxDep, key: str, item_id: int | None, cursor: str | None,
                       limit: int) -> Page[AnnotationOut]:
     project, held = load_project(ctx, key, Action.ANNOTATION_READ)
-    stmt = select(Annotation).where(Annotation.project_id == project.id)
-    if item_id is not None:
-        stmt = stmt.where(Annotation.item_id == load_item(ctx.session, project, item_id).id)
-    visible = policy.annotation_filter(ctx.principal, held, project.id)
-    if visible is not None:
-        stmt = stmt.where(visible)
-    rows, nxt = paginate(ctx.session, stmt, Annotation.id, cursor=cursor, limit=limit)
+    item = get_item(ctx.session, project, item_id) if item_id is not None else None
+    rows, nxt = annotations_page(
+        ctx.session, project, item=item,
+        visible=policy.annotation_filter(ctx.principal, held, project.id), cursor=cursor,
+        limit=limit)
     names = usernames(ctx.session, {r.author_id for r in rows})
     return Page[AnnotationOut](items=[annotation_out(r, names) for r in rows], next_cursor=nxt)
 
@@ -165,7 +161,7 @@ def item_annotations(key: Key, item_id: ItemId, ctx: CtxDep, cursor: Cursor = No
 def annotate(key: Key, item_id: ItemId, body: AnnotationIn, ctx: CtxDep) -> AnnotationOut:
     """Label an item (checked against the current schema); ``parent_id`` revises a label."""
     project, held = load_project(ctx, key, Action.ANNOTATION_CREATE)
-    item = load_item(ctx.session, project, item_id)
+    item = get_item(ctx.session, project, item_id)
     parent = None
     if body.parent_id is not None:
         parent = ctx.session.get(Annotation, body.parent_id)
@@ -204,10 +200,7 @@ def list_consensus(key: Key, ctx: CtxDep, cursor: Cursor = None,
                    limit: Limit = DEFAULT_LIMIT) -> Page[ConsensusOut]:
     """The current consensus of each item (blinded items left out)."""
     project, held = load_project(ctx, key, Action.CONSENSUS_READ)
-    latest = (select(func.max(Consensus.id)).where(Consensus.project_id == project.id)
-              .group_by(Consensus.item_id))
-    rows, nxt = paginate(ctx.session, select(Consensus).where(Consensus.id.in_(latest)),
-                         Consensus.id, cursor=cursor, limit=limit)
+    rows, nxt = current_consensus_page(ctx.session, project, cursor=cursor, limit=limit)
     hidden = policy.blinded_item_ids(ctx.session, held, project.id, {r.item_id for r in rows})
     return Page[ConsensusOut](items=[_consensus_out(r) for r in rows if r.item_id not in hidden],
                               next_cursor=nxt)
@@ -217,14 +210,10 @@ def list_consensus(key: Key, ctx: CtxDep, cursor: Cursor = None,
 def item_consensus(key: Key, item_id: ItemId, ctx: CtxDep) -> ConsensusOut:
     """The current consensus of one item."""
     project, held = load_project(ctx, key, Action.CONSENSUS_READ)
-    item = load_item(ctx.session, project, item_id)
+    item = get_item(ctx.session, project, item_id)
     if policy.blinded_item_ids(ctx.session, held, project.id, {item.id}):
         raise PermissionDeniedError("blinded: the item is still in the annotate stage")
-    row = ctx.session.scalar(select(Consensus).where(Consensus.item_id == item.id)
-                             .order_by(Consensus.id.desc()).limit(1))
-    if row is None:
-        raise NotFoundError(f"item {item_id} has no consensus yet")
-    return _consensus_out(row)
+    return _consensus_out(current_consensus(ctx.session, item))
 
 
 # -- agreement ---------------------------------------------------------------------------------

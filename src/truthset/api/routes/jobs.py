@@ -7,13 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from truthset.api.deps import CtxDep
 from truthset.api.models import Utc
 from truthset.api.routes.common import KEY_PATTERN, PREFIX, load_project
 from truthset.auth.policy import Action
-from truthset.domain.errors import NotFoundError
 from truthset.jobs import service as jobs
 from truthset.prelabel import acceptance
 from truthset.prelabel.service import list_models
@@ -137,13 +135,6 @@ def _out(job: Job) -> JobOut:
                   finished_at=job.finished_at)
 
 
-def _job(ctx: CtxDep, project_id: int, job_id: int) -> Job:
-    job = ctx.session.scalar(select(Job).where(Job.id == job_id, Job.project_id == project_id))
-    if job is None:
-        raise NotFoundError(f"no job {job_id} in this project")
-    return job
-
-
 @router.get("/jobs", response_model=list[JobOut])
 def list_jobs(key: Key, ctx: CtxDep,
               status: Annotated[str | None, Query(max_length=16)] = None,
@@ -168,14 +159,14 @@ def submit_job(key: Key, body: JobIn, ctx: CtxDep) -> JobOut:
 def read_job(key: Key, job_id: JobId, ctx: CtxDep) -> JobOut:
     """One job: status, progress, result or error."""
     project, _ = load_project(ctx, key, Action.STATS_READ)
-    return _out(_job(ctx, project.id, job_id))
+    return _out(jobs.get_job(ctx.session, job_id, project=project))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(key: Key, job_id: JobId, ctx: CtxDep) -> JobOut:
     """Cancel a queued job now, or ask a running one to stop between items."""
     project, _ = load_project(ctx, key, Action.PROJECT_UPDATE)
-    _job(ctx, project.id, job_id)
+    jobs.get_job(ctx.session, job_id, project=project)
     return _out(jobs.cancel(ctx.session, job_id))
 
 

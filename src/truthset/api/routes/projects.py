@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Response
-from sqlalchemy import func, select
 
 from truthset.api.deps import CtxDep
 from truthset.api.models import (
@@ -25,16 +24,15 @@ from truthset.api.routes.common import (
     Cursor,
     Limit,
     load_project,
-    load_user,
     project_out,
 )
-from truthset.api.util import DEFAULT_LIMIT, check_if_match, etag_of, paginate
+from truthset.api.util import DEFAULT_LIMIT, check_if_match, etag_of
 from truthset.auth import memberships, policy
 from truthset.auth.policy import Action
-from truthset.domain.errors import NotFoundError
 from truthset.domain.roles import Role
-from truthset.store.models import GuidelineVersion, LabelSchemaVersion, Membership, Project
-from truthset.workspace.projects import add_guideline_version, add_schema_version, create_project
+from truthset.store.models import GuidelineVersion, LabelSchemaVersion, Project
+from truthset.workspace import projects
+from truthset.workspace.users import get_user
 
 router = APIRouter(prefix=PREFIX + "/projects", tags=["projects"])
 
@@ -53,11 +51,10 @@ def _project_etag(project: Project) -> str:
 def list_projects(ctx: CtxDep, cursor: Cursor = None,
                   limit: Limit = DEFAULT_LIMIT) -> Page[ProjectOut]:
     """Projects you hold a role in (every project for administrators and auditors)."""
-    stmt = select(Project)
-    if not policy.roles(ctx.session, ctx.principal, None):
-        stmt = stmt.where(Project.id.in_(
-            select(Membership.project_id).where(Membership.user_id == ctx.principal.user_id)))
-    rows, nxt = paginate(ctx.session, stmt, Project.id, cursor=cursor, limit=limit)
+    sees_all = bool(policy.roles(ctx.session, ctx.principal, None))
+    rows, nxt = projects.projects_page(
+        ctx.session, member_id=None if sees_all else ctx.principal.user_id, cursor=cursor,
+        limit=limit)
     return Page[ProjectOut](items=[project_out(ctx.session, p) for p in rows], next_cursor=nxt)
 
 
@@ -65,9 +62,9 @@ def list_projects(ctx: CtxDep, cursor: Cursor = None,
 def new_project(body: ProjectIn, ctx: CtxDep) -> ProjectOut:
     """Create a project with its first schema (and guideline) version (administrators)."""
     policy.authorize(ctx.session, ctx.principal, Action.PROJECT_CREATE)
-    project = create_project(ctx.session, key=body.key, name=body.name,
-                             schema_text=body.schema_yaml, schema_source="schema_yaml",
-                             guideline_text=body.guideline, description=body.description)
+    project = projects.create_project(
+        ctx.session, key=body.key, name=body.name, schema_text=body.schema_yaml,
+        schema_source="schema_yaml", guideline_text=body.guideline, description=body.description)
     return project_out(ctx.session, project)
 
 
@@ -110,7 +107,7 @@ def add_member(key: Key, username: Annotated[str, Path(max_length=100)], role: R
     """Give a user a role in the project (only administrators grant ``admin``)."""
     project, held = load_project(ctx, key, Action.MEMBERS_MANAGE)
     policy.check_grant(held, role)
-    user = load_user(ctx.session, username)
+    user = get_user(ctx.session, username)
     row = memberships.add_member(ctx.session, project, user, role.value)
     return MembershipOut(project=project.key, username=user.username, role=row.role,
                          created_at=row.created_at)
@@ -122,16 +119,10 @@ def remove_member(key: Key, username: Annotated[str, Path(max_length=100)], role
     """Take a role in the project away from a user."""
     project, held = load_project(ctx, key, Action.MEMBERS_MANAGE)
     policy.check_grant(held, role)
-    memberships.remove_member(ctx.session, project, load_user(ctx.session, username), role.value)
+    memberships.remove_member(ctx.session, project, get_user(ctx.session, username), role.value)
 
 
 # -- schemas -----------------------------------------------------------------------------------
-def _latest(ctx: CtxDep, model: type[LabelSchemaVersion] | type[GuidelineVersion],
-            project: Project) -> int:
-    return int(ctx.session.scalar(
-        select(func.max(model.version)).where(model.project_id == project.id)) or 0)
-
-
 def _version_etag(kind: str, version: int) -> str:
     return f'"{kind}-v{version}"'
 
@@ -145,9 +136,7 @@ def _schema_out(row: LabelSchemaVersion) -> SchemaOut:
 def list_schemas(key: Key, ctx: CtxDep, response: Response) -> list[SchemaOut]:
     """Every schema version, oldest first; the ETag names the current one (for POST)."""
     project, _ = load_project(ctx, key, Action.PROJECT_READ)
-    rows = ctx.session.scalars(select(LabelSchemaVersion)
-                               .where(LabelSchemaVersion.project_id == project.id)
-                               .order_by(LabelSchemaVersion.version)).all()
+    rows = projects.schema_versions(ctx.session, project)
     response.headers["ETag"] = _version_etag("schema", rows[-1].version if rows else 0)
     return [_schema_out(r) for r in rows]
 
@@ -156,11 +145,7 @@ def list_schemas(key: Key, ctx: CtxDep, response: Response) -> list[SchemaOut]:
 def read_schema(key: Key, version: Version, ctx: CtxDep) -> SchemaOut:
     """One schema version."""
     project, _ = load_project(ctx, key, Action.PROJECT_READ)
-    row = ctx.session.scalar(select(LabelSchemaVersion).where(
-        LabelSchemaVersion.project_id == project.id, LabelSchemaVersion.version == version))
-    if row is None:
-        raise NotFoundError(f"project {key!r} has no schema version {version}")
-    return _schema_out(row)
+    return _schema_out(projects.get_schema_version(ctx.session, project, version))
 
 
 @router.post("/{key}/schemas", response_model=SchemaOut, status_code=201, tags=["schemas"],
@@ -169,9 +154,10 @@ def new_schema(key: Key, body: SchemaIn, ctx: CtxDep, response: Response,
                if_match: IfMatch = None) -> SchemaOut:
     """Publish a new schema version; ``If-Match`` must name the current version's ETag."""
     project, _ = load_project(ctx, key, Action.SCHEMA_WRITE)
-    check_if_match(if_match, _version_etag("schema", _latest(ctx, LabelSchemaVersion, project)))
-    row = add_schema_version(ctx.session, project, schema_text=body.schema_yaml,
-                             source="schema_yaml")
+    check_if_match(if_match, _version_etag(
+        "schema", projects.latest_schema_version(ctx.session, project)))
+    row = projects.add_schema_version(ctx.session, project, schema_text=body.schema_yaml,
+                                      source="schema_yaml")
     response.headers["ETag"] = _version_etag("schema", row.version)
     return _schema_out(row)
 
@@ -186,9 +172,7 @@ def _guideline_out(row: GuidelineVersion) -> GuidelineOut:
 def list_guidelines(key: Key, ctx: CtxDep, response: Response) -> list[GuidelineOut]:
     """Every guideline version, oldest first; the ETag names the current one (for POST)."""
     project, _ = load_project(ctx, key, Action.PROJECT_READ)
-    rows = ctx.session.scalars(select(GuidelineVersion)
-                               .where(GuidelineVersion.project_id == project.id)
-                               .order_by(GuidelineVersion.version)).all()
+    rows = projects.guideline_versions(ctx.session, project)
     response.headers["ETag"] = _version_etag("guideline", rows[-1].version if rows else 0)
     return [_guideline_out(r) for r in rows]
 
@@ -197,11 +181,7 @@ def list_guidelines(key: Key, ctx: CtxDep, response: Response) -> list[Guideline
 def read_guideline(key: Key, version: Version, ctx: CtxDep) -> GuidelineOut:
     """One guideline version."""
     project, _ = load_project(ctx, key, Action.PROJECT_READ)
-    row = ctx.session.scalar(select(GuidelineVersion).where(
-        GuidelineVersion.project_id == project.id, GuidelineVersion.version == version))
-    if row is None:
-        raise NotFoundError(f"project {key!r} has no guideline version {version}")
-    return _guideline_out(row)
+    return _guideline_out(projects.get_guideline_version(ctx.session, project, version))
 
 
 @router.post("/{key}/guidelines", response_model=GuidelineOut, status_code=201,
@@ -210,8 +190,9 @@ def new_guideline(key: Key, body: GuidelineIn, ctx: CtxDep, response: Response,
                   if_match: IfMatch = None) -> GuidelineOut:
     """Publish a new guideline version; ``If-Match`` must name the current version's ETag."""
     project, _ = load_project(ctx, key, Action.GUIDELINE_WRITE)
-    check_if_match(if_match, _version_etag("guideline", _latest(ctx, GuidelineVersion, project)))
-    row = add_guideline_version(ctx.session, project, body=body.body,
-                                change_note=body.change_note)
+    check_if_match(if_match, _version_etag(
+        "guideline", projects.latest_guideline_version(ctx.session, project) or 0))
+    row = projects.add_guideline_version(ctx.session, project, body=body.body,
+                                         change_note=body.change_note)
     response.headers["ETag"] = _version_etag("guideline", row.version)
     return _guideline_out(row)

@@ -6,16 +6,15 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Response
-from sqlalchemy import select
 
 from truthset.api.deps import CtxDep
 from truthset.api.models import Page, TokenCreated, TokenIn, TokenOut, UserIn, UserOut, UserPatch
-from truthset.api.routes.common import PREFIX, Cursor, Limit, load_user
-from truthset.api.util import DEFAULT_LIMIT, check_if_match, etag_of, paginate
+from truthset.api.routes.common import PREFIX, Cursor, Limit
+from truthset.api.util import DEFAULT_LIMIT, check_if_match, etag_of
 from truthset.auth import policy, sessions, tokens
 from truthset.auth.policy import Action
 from truthset.store.models import User
-from truthset.workspace.users import add_user
+from truthset.workspace.users import add_user, get_user, users_page
 
 router = APIRouter(prefix=PREFIX + "/users", tags=["users"])
 
@@ -30,7 +29,7 @@ def _etag(user: User) -> str:
 def list_users(ctx: CtxDep, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT) -> Page[UserOut]:
     """Every user (administrators)."""
     policy.authorize(ctx.session, ctx.principal, Action.USER_ADMIN)
-    rows, nxt = paginate(ctx.session, select(User), User.id, cursor=cursor, limit=limit)
+    rows, nxt = users_page(ctx.session, cursor=cursor, limit=limit)
     return Page[UserOut](items=[UserOut.model_validate(u) for u in rows], next_cursor=nxt)
 
 
@@ -49,7 +48,7 @@ def read_user(username: Username, ctx: CtxDep, response: Response) -> UserOut:
     """One user (yourself, or anyone for administrators); the ETag guards PATCH."""
     if username != ctx.principal.username:
         policy.authorize(ctx.session, ctx.principal, Action.USER_ADMIN)
-    user = load_user(ctx.session, username)
+    user = get_user(ctx.session, username)
     response.headers["ETag"] = _etag(user)
     return UserOut.model_validate(user)
 
@@ -64,7 +63,7 @@ def update_user(
     """Change a user (administrators); send ``If-Match`` with the ETag you read.
     Deactivating a user ends their browser sessions."""
     policy.authorize(ctx.session, ctx.principal, Action.USER_ADMIN)
-    user = load_user(ctx.session, username)
+    user = get_user(ctx.session, username)
     check_if_match(if_match, _etag(user))
     for name, value in body.model_dump(exclude_unset=True).items():
         if value is not None:
@@ -80,7 +79,7 @@ def update_user(
 def create_user_token(username: Username, body: TokenIn, ctx: CtxDep) -> TokenCreated:
     """Issue an API token for a user, e.g. a service account (administrators)."""
     policy.authorize(ctx.session, ctx.principal, Action.USER_ADMIN)
-    user = load_user(ctx.session, username)
+    user = get_user(ctx.session, username)
     lifetime = timedelta(days=body.expires_in_days) if body.expires_in_days else None
     issued = tokens.create_token(ctx.session, user, name=body.name, lifetime=lifetime)
     return TokenCreated(**TokenOut.model_validate(issued.token).model_dump(),
