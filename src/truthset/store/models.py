@@ -568,7 +568,8 @@ class DraftOutcome(Base):
     __tablename__ = "draft_outcomes"
     __table_args__ = (
         UniqueConstraint("draft_annotation_id", "final_annotation_id", "class_name"),
-        Index("ix_draft_outcomes_class", "project_id", "class_name"),
+        # With id: a class's latest outcomes (the acceptance window) by a backward index scan.
+        Index("ix_draft_outcomes_class", "project_id", "class_name", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
