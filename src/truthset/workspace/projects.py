@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -165,28 +165,42 @@ def add_schema_version(
     return row
 
 
+#: The two versioned documents of a project.
+_Versioned = TypeVar("_Versioned", LabelSchemaVersion, GuidelineVersion)
+
+
+def _latest(session: Session, model: type[_Versioned], project: Project) -> int | None:
+    return session.scalar(select(func.max(model.version)).where(model.project_id == project.id))
+
+
+def _versions(session: Session, model: type[_Versioned], project: Project) -> list[_Versioned]:
+    return list(session.scalars(
+        select(model).where(model.project_id == project.id).order_by(model.version)))
+
+
+def _version(session: Session, model: type[_Versioned], project: Project, version: int,
+             what: str) -> _Versioned:
+    row = session.scalar(select(model).where(model.project_id == project.id,
+                                             model.version == version))
+    if row is None:
+        raise NotFoundError(f"project {project.key!r} has no {what} version {version}")
+    return row
+
+
 def latest_schema_version(session: Session, project: Project) -> int:
     """The number of the current schema version of ``project`` (0 when it has none)."""
-    return int(session.scalar(
-        select(func.max(LabelSchemaVersion.version))
-        .where(LabelSchemaVersion.project_id == project.id)
-    ) or 0)
+    return _latest(session, LabelSchemaVersion, project) or 0
 
 
 def latest_guideline_version(session: Session, project: Project) -> int | None:
     """The number of the current guideline version of ``project`` (``None`` when it has
     none)."""
-    return session.scalar(
-        select(func.max(GuidelineVersion.version)).where(GuidelineVersion.project_id == project.id)
-    )
+    return _latest(session, GuidelineVersion, project)
 
 
 def schema_versions(session: Session, project: Project) -> list[LabelSchemaVersion]:
     """Every schema version of ``project``, oldest first."""
-    return list(session.scalars(
-        select(LabelSchemaVersion).where(LabelSchemaVersion.project_id == project.id)
-        .order_by(LabelSchemaVersion.version)
-    ))
+    return _versions(session, LabelSchemaVersion, project)
 
 
 def get_schema_version(session: Session, project: Project, version: int) -> LabelSchemaVersion:
@@ -197,19 +211,12 @@ def get_schema_version(session: Session, project: Project, version: int) -> Labe
     NotFoundError
         The project has no such version.
     """
-    row = session.scalar(select(LabelSchemaVersion).where(
-        LabelSchemaVersion.project_id == project.id, LabelSchemaVersion.version == version))
-    if row is None:
-        raise NotFoundError(f"project {project.key!r} has no schema version {version}")
-    return row
+    return _version(session, LabelSchemaVersion, project, version, "schema")
 
 
 def guideline_versions(session: Session, project: Project) -> list[GuidelineVersion]:
     """Every guideline version of ``project``, oldest first."""
-    return list(session.scalars(
-        select(GuidelineVersion).where(GuidelineVersion.project_id == project.id)
-        .order_by(GuidelineVersion.version)
-    ))
+    return _versions(session, GuidelineVersion, project)
 
 
 def get_guideline_version(session: Session, project: Project, version: int) -> GuidelineVersion:
@@ -220,8 +227,4 @@ def get_guideline_version(session: Session, project: Project, version: int) -> G
     NotFoundError
         The project has no such version.
     """
-    row = session.scalar(select(GuidelineVersion).where(
-        GuidelineVersion.project_id == project.id, GuidelineVersion.version == version))
-    if row is None:
-        raise NotFoundError(f"project {project.key!r} has no guideline version {version}")
-    return row
+    return _version(session, GuidelineVersion, project, version, "guideline")
