@@ -23,7 +23,7 @@ from truthset.auth import memberships, tokens
 from truthset.prelabel import acceptance, service
 from truthset.quality.payloads import encode_mask, payload_masks
 from truthset.store.models import Annotation, DraftOutcome, Item, Task
-from truthset.workflow import queue
+from truthset.workflow import policies, queue
 from truthset.workflow.annotations import record_annotation
 from truthset.workspace import imports, projects, users
 from truthset.workspace.workspace import Workspace
@@ -277,3 +277,38 @@ def test_api_annotations_record_edits_with_dice_and_iou(workspace: Workspace,
     (lesion,) = c.get(f"{base}/prelabel/acceptance", headers=h["lead"]).json()["classes"]
     assert (lesion["accepted"], lesion["rejected"], lesion["window_n"]) == (2, 0, 3)
     assert lesion["status"] == "paused"  # only a manager resumes
+
+
+def test_queue_submit_of_masks_records_edits_with_dice(workspace: Workspace,
+                                                       tmp_path: Path) -> None:
+    _mask_project(workspace, tmp_path)
+    with workspace.unit("admin") as s:
+        p = projects.get_project(s, "lesions")
+        for k in (1, 2):
+            reader = users.add_user(s, username=f"m{k}", role="annotator")
+            memberships.add_member(s, p, reader, "annotator")
+        senior = users.add_user(s, username="adj", role="adjudicator", tier=3)
+        memberships.add_member(s, p, senior, "adjudicator")
+        policies.set_policy(s, p, "workflow: consensus\nk: 1\n")
+        queue.enqueue(s, p)
+    with workspace.sessions() as s:
+        drafts = {a.item_id: a.payload for a in s.scalars(sa.select(Annotation))}
+    square = payload_masks(drafts[1])["lesion"]
+    edited = square.copy()
+    edited[4:6] = False  # two rows trimmed: Dice = 2*60/(80+60), IoU = 60/80
+    answers = {"reader": lambda d: d,
+               "m1": lambda d: {"objects": [{"label": "lesion", "mask": encode_mask(edited)}]},
+               "m2": lambda d: {"objects": []}}
+    for name, answer in answers.items():
+        with workspace.unit(name) as s:
+            p = projects.get_project(s, "lesions")
+            me = users.get_user(s, name)
+            task = queue.next_task(s, p, me).task
+            assert task is not None
+            queue.submit(s, p, me, task.task_id, answer(drafts[task.item_id]))
+    with workspace.sessions() as s:
+        rows = sorted((r.outcome, r.dice, r.iou) for r in s.scalars(sa.select(DraftOutcome)))
+    assert [r[0] for r in rows] == ["accepted", "edited", "rejected"]
+    assert rows[1][1] == pytest.approx(2 * 60 / 140) and rows[1][2] == pytest.approx(60 / 80)
+    lesion = _report(workspace, "lesions")["lesion"]
+    assert (lesion.status, lesion.window_n) == ("paused", 3)  # 1 of 3 accepted < 50 %
