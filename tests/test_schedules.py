@@ -184,6 +184,23 @@ def test_in_process_scheduler_thread_follows_its_clock(workspace: Workspace) -> 
     assert InProcessScheduler(workspace, clock=lambda: late).seconds_to_next() == 60
 
 
+def test_the_server_keeps_time_while_it_runs(workspace: Workspace,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from truthset.api.app import create_app
+
+    monkeypatch.setenv("TRUTHSET_JOBS_BACKEND", "inprocess")
+    with TestClient(create_app(workspace)) as c:  # runs the app's lifespan
+        assert c.get("/healthz").status_code == 200
+        _until(lambda: _runs(workspace) == 1)  # it ticked at start
+        assert any(t.name == "truthset-scheduler" for t in threading.enumerate())
+    assert not any(t.name == "truthset-scheduler" for t in threading.enumerate())
+    row = _row(workspace)
+    assert (row.runner, row.last_status, row.last_result["raised"]) == ("inprocess",
+                                                                         "succeeded", 0)
+
+
 # -- the setting --------------------------------------------------------------------------------
 def test_the_period_is_a_workspace_setting(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
