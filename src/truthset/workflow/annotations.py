@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,10 +88,12 @@ class LabelRow:
     guideline_version: int | None
 
 
-def _current_rows(session: Session, project: Project) -> list[Any]:
-    """Every human reader's current revisions (not superseded by a child), oldest first."""
+def _current_rows(session: Session, project: Project,
+                  authors: Collection[int] | None = None) -> list[Any]:
+    """Every human reader's current revisions (not superseded by a child), oldest first; only
+    those of ``authors`` (user ids) when given."""
     child = aliased(Annotation)
-    return list(session.execute(
+    stmt = (
         select(
             Annotation.id,
             Item.external_id,
@@ -106,20 +109,24 @@ def _current_rows(session: Session, project: Project) -> list[Any]:
         .where(Annotation.project_id == project.id, Annotation.source == "human",
                child.id.is_(None))
         .order_by(Annotation.id)
-    ).all())
+    )
+    if authors is not None:
+        stmt = stmt.where(Annotation.author_id.in_(list(authors)))
+    return list(session.execute(stmt).all())
 
 
-def current_labels(session: Session, project: Project) -> pd.DataFrame:
+def current_labels(session: Session, project: Project, *,
+                   authors: Collection[int] | None = None) -> pd.DataFrame:
     """The long table of every human reader's *latest* revision per item (single/ordinal
     classification): columns ``annotation_id, item, annotator, label, created_at,
-    schema_version, guideline_version``.
+    schema_version, guideline_version``; only the readers ``authors`` (user ids) when given.
 
     A revision that has been superseded by a child revision is left out; model drafts are
     left out (they are not reads).
     """
     frame = pd.DataFrame(
         [(a, i, u, p.get("label"), c, s, g) for a, i, u, p, c, s, g in
-         _current_rows(session, project)],
+         _current_rows(session, project, authors)],
         columns=["annotation_id", "item", "annotator", "label", "created_at", "schema_version",
                  "guideline_version"],
     )
@@ -127,12 +134,13 @@ def current_labels(session: Session, project: Project) -> pd.DataFrame:
     return frame.drop_duplicates(["item", "annotator"], keep="last").reset_index(drop=True)
 
 
-def current_payloads(session: Session, project: Project) -> pd.DataFrame:
+def current_payloads(session: Session, project: Project, *,
+                     authors: Collection[int] | None = None) -> pd.DataFrame:
     """As :func:`current_labels` but with the whole ``payload`` of each read instead of its
     ``label`` (multi-label and geometric schemas): columns ``annotation_id, item, annotator,
     payload``."""
     frame = pd.DataFrame(
-        [(a, i, u, p) for a, i, u, p, *_rest in _current_rows(session, project)],
+        [(a, i, u, p) for a, i, u, p, *_rest in _current_rows(session, project, authors)],
         columns=["annotation_id", "item", "annotator", "payload"],
     )
     return frame.drop_duplicates(["item", "annotator"], keep="last").reset_index(drop=True)

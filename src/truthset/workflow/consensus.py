@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,15 +95,18 @@ def compute_consensus(
         )
     }
     stored_params = {"classes": list(current.schema.class_names), **(params or {})}
+    readers_of = table.groupby("item")["annotator"].apply(list)
     rows = []
     for item, label in model.labels_.items():
         posterior = {str(c): float(p) for c, p in model.probas_.loc[item].items()}
+        fitted = reader_parameters(model, readers_of.loc[item])
         rows.append(
             Consensus(
                 project_id=project.id,
                 item_id=item_ids[item],
                 method=method,
-                parameters=stored_params,
+                parameters={**stored_params, "reader_parameters": fitted} if fitted
+                else stored_params,
                 label={"label": None if pd.isna(label) else str(label)},
                 posterior=posterior,
                 confidence=_float(model.confidence_.loc[item]),
@@ -124,6 +128,31 @@ def compute_consensus(
         }
     ).rename_axis("item").reset_index()
     return ConsensusRun(method=method, labels=summary, model=model)
+
+
+def reader_parameters(model: Aggregator, readers: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """What a fitted ``model`` says of each of ``readers`` (those it saw): ``skill``, its
+    per-reader figure (``skills_``: the estimated accuracy for Dawid–Skene, one-coin, weighted
+    vote and MACE's competence, GLAD's ability, agreement with the vote for majority votes),
+    and for Dawid–Skene models ``diagonal``, class -> P(the reader says the class | it is the
+    class), the diagonal of their confusion matrix. Stored with each consensus row (its item's
+    readers only) as ``parameters.reader_parameters``."""
+    skills = getattr(model, "skills_", None)
+    if not isinstance(skills, pd.Series):
+        return {}
+    matrices = getattr(model, "confusion_matrices_", None)
+    position = {str(r): k for k, r in enumerate(skills.index)}
+    out: dict[str, dict[str, Any]] = {}
+    for reader in sorted({str(r) for r in readers}):
+        k = position.get(reader)
+        if k is None or not np.isfinite(float(skills.iloc[k])):
+            continue
+        entry: dict[str, Any] = {"skill": round(float(skills.iloc[k]), 6)}
+        if isinstance(matrices, np.ndarray) and matrices.shape[0] == len(position):
+            entry["diagonal"] = {str(c): round(float(matrices[k, j, j]), 6)
+                                 for j, c in enumerate(model.classes_)}
+        out[reader] = entry
+    return out
 
 
 def _payload_consensus(session: Session, project: Project, schema: LabelSchema, shape: str, *,

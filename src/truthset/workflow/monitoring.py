@@ -15,6 +15,7 @@ single or ordinal classification projects and compute with :mod:`truthset.qualit
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -145,15 +146,30 @@ class ReaderVsConsensus:
                 "confusion": self.confusion}
 
 
-def final_labels(session: Session, project: Project) -> dict[str, str]:
-    """Item (external id) -> label of its latest consensus, where that consensus is final."""
-    latest = select(func.max(Consensus.id)).where(Consensus.project_id == project.id) \
-        .group_by(Consensus.item_id)
+def final_payloads(session: Session, project: Project, *,
+                   authors: Collection[int] | None = None) -> dict[str, dict[str, Any]]:
+    """Item (external id) -> label payload of its latest consensus, where that consensus is
+    final (``{"label": ...}``, ``{"labels": [...]}`` or ``{"objects": [...], ...}``); only the
+    items one of ``authors`` (user ids) annotated, when given."""
+    latest = select(func.max(Consensus.id)).where(Consensus.project_id == project.id)
+    if authors is not None:
+        latest = latest.where(Consensus.item_id.in_(select(Annotation.item_id).where(
+            Annotation.project_id == project.id, Annotation.author_id.in_(list(authors)))))
     rows = session.execute(
         select(Item.external_id, Consensus.label, Consensus.status)
-        .join(Item, Item.id == Consensus.item_id).where(Consensus.id.in_(latest))).all()
-    return {external: str(label["label"]) for external, label, status in rows
-            if status == "final" and isinstance(label, dict) and label.get("label") is not None}
+        .join(Item, Item.id == Consensus.item_id)
+        .where(Consensus.id.in_(latest.group_by(Consensus.item_id)))).all()
+    return {external: label for external, label, status in rows
+            if status == "final" and isinstance(label, dict)}
+
+
+def final_labels(session: Session, project: Project, *,
+                 authors: Collection[int] | None = None) -> dict[str, str]:
+    """Item (external id) -> label of its latest consensus, where that consensus is final
+    (single and ordinal classification; only items ``authors`` annotated, when given)."""
+    return {external: str(label["label"])
+            for external, label in final_payloads(session, project, authors=authors).items()
+            if label.get("label") is not None}
 
 
 def readers_against_consensus(

@@ -61,7 +61,7 @@ from truthset.store.models import (
     User,
     utcnow,
 )
-from truthset.workflow import acceptance
+from truthset.workflow import acceptance, skills
 from truthset.workflow import readers as rd
 from truthset.workflow.active_learning import NEUTRAL, item_priorities
 from truthset.workflow.engine import (
@@ -661,6 +661,12 @@ def _view(session: Session, project: Project, task: Task, policy: Policy) -> Tas
                 for entry in context["reads"]:
                     entry["label"] = None
                     entry["payload"] = core_payload(facts.payload(entry["annotation_id"]))
+            # The readers' skill figures: this item's readers only, and only to adjudicators.
+            figures = skills.reader_skills(session, project, item,
+                                           [entry["reader"] for entry in context["reads"]])
+            for entry in context["reads"]:
+                found = figures.get(entry["reader"])
+                entry["skill"] = None if found is None else found.to_dict()
             if facts.review is not None:
                 context["review"] = {"reviewer": facts.review.reviewer,
                                      "label": facts.review.label,
