@@ -146,7 +146,7 @@ def _check_classification(ws: Workspace, skills: dict[str, Any]) -> None:
     assert set(skills) == {"r0", "r1", "r2"}  # the item's readers; r3 and adj are not
     for reader, skill in skills.items():
         n, right = gold[reader]
-        assert skill["gold"] == {"reads": n, "correct": right, "accuracy": right / n}
+        assert skill["gold"] == {"reads": n, "accuracy": right / n}
         compared, agreed = _against_labels(ws, reader, skip="i05")
         assert skill["consensus"] == {"metric": "percent", "items": compared, "agreed": agreed,
                                       "agreement": agreed / compared}
@@ -157,7 +157,7 @@ def test_adjudication_shows_each_readers_figures(workspace: Workspace) -> None:
     skills = _skills(view)
     _check_classification(workspace, skills)
     # Worked by hand: i00-i03 by vote, i04 adjudicated "effusion"; i05 itself left out.
-    assert {r: (s["gold"]["correct"], s["consensus"]["agreed"], s["consensus"]["items"])
+    assert {r: (s["gold"]["accuracy"] * 3, s["consensus"]["agreed"], s["consensus"]["items"])
             for r, s in skills.items()} == {"r0": (3, 4, 5), "r1": (2, 2, 5), "r2": (2, 4, 5)}
     assert all(s["method"] is None for s in skills.values())  # no fitted model stored yet
     # The same agreement as the dashboard's leaderboard, which reads the whole project.
@@ -251,7 +251,7 @@ def test_box_figures_are_matched_f1_against_the_final_objects(workspace: Workspa
                                       ref_labels=final_labels).f1)
         assert skills[reader]["consensus"] == {"metric": "f1", "items": 2, "agreed": None,
                                                "agreement": pytest.approx(np.mean(figures))}
-        assert skills[reader]["gold"] == {"reads": 0, "correct": 0, "accuracy": None}
+        assert skills[reader]["gold"] == {"reads": 0, "accuracy": None}
     assert skills["r0"]["consensus"]["agreement"] == pytest.approx(1.0)
     assert skills["r1"]["consensus"]["agreement"] == pytest.approx((1.0 + 2 / 3) / 2)
 

@@ -3,8 +3,8 @@
 For each reader of the item under adjudication — and nobody else — :func:`reader_skills`
 gives three figures:
 
-- ``gold``: their record on known-answer items, gold and calibration together, counted as
-  :func:`truthset.workflow.readers.reader_stats` counts it (reads, correct, accuracy);
+- ``gold``: their record on known-answer items, gold and calibration together, as
+  :func:`truthset.workflow.readers.reader_stats` gives it to managers (reads, accuracy);
 - ``consensus``: how their current label (:func:`truthset.workflow.annotations.current_labels`)
   matches the final consensus of the *other* items they read. Single and ordinal
   classification: the share of those items whose consensus is their label, as
@@ -43,7 +43,7 @@ from truthset.workflow.engine import named_classes, schema_shape
 from truthset.workflow.geometric import geometric_consensus
 from truthset.workflow.monitoring import final_labels, final_payloads
 from truthset.workflow.policies import current_policy
-from truthset.workflow.readers import known_answer_reads
+from truthset.workflow.readers import reader_stats
 from truthset.workspace.projects import rules
 
 #: Geometric schemas: a reader's agreement with the consensus is taken over their latest this
@@ -64,7 +64,7 @@ class ReaderSkill:
 
     reader: str
     gold_reads: int
-    gold_correct: int
+    gold_accuracy: float | None
     metric: str
     compared: int
     agreed: int | None
@@ -73,18 +73,12 @@ class ReaderSkill:
     method_skill: float | None = None
     method_diagonal: dict[str, float] | None = None
 
-    @property
-    def gold_accuracy(self) -> float | None:
-        """Share of known-answer reads that were right (``None`` without any)."""
-        return self.gold_correct / self.gold_reads if self.gold_reads else None
-
     def to_dict(self) -> dict[str, Any]:
         """The JSON form an adjudication task carries as each read's ``skill``."""
         method = None if self.method is None else {
             "method": self.method, "skill": self.method_skill,
             "diagonal": self.method_diagonal}
-        return {"gold": {"reads": self.gold_reads, "correct": self.gold_correct,
-                         "accuracy": self.gold_accuracy},
+        return {"gold": {"reads": self.gold_reads, "accuracy": self.gold_accuracy},
                 "consensus": {"metric": self.metric, "items": self.compared,
                               "agreed": self.agreed, "agreement": self.agreement},
                 "method": method}
@@ -111,12 +105,11 @@ def reader_skills(session: Session, project: Project, item: Item,
     method, fitted = _method_parameters(session, item)
     out: dict[str, ReaderSkill] = {}
     for user in users:
-        known = known_answer_reads(session, project, user)
+        known = reader_stats(session, project, user)
         compared, agreed, agreement = against.get(user.username, (0, None, None))
         entry = fitted.get(user.username)
         out[user.username] = ReaderSkill(
-            reader=user.username, gold_reads=len(known),
-            gold_correct=int((known["label"] == known["truth"]).sum()),
+            reader=user.username, gold_reads=known.n_gold, gold_accuracy=known.accuracy,
             metric=METRICS[shape], compared=compared,
             agreed=agreed if shape in ("single", "multi") else None, agreement=agreement,
             method=method if entry is not None else None,
