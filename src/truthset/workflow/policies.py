@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from truthset.domain.errors import ConflictError, InputError, NotFoundError
-from truthset.domain.policy import Policy, check_policy_readers, parse_policy
+from truthset.domain.policy import GEOMETRIC_KINDS, Policy, check_policy_readers, parse_policy
 from truthset.domain.roles import Role
+from truthset.quality.shapes import ImageBounds, parse_objects
 from truthset.store.models import GoldItem, Item, Membership, PolicyVersion, Project, User
 from truthset.workspace.projects import rules
 
@@ -70,22 +72,15 @@ def set_policy(
     ------
     InputError
         The YAML is invalid, a field is out of range (named), the schema is a measurement
-        schema, gold or calibration is asked of a schema other than single or ordinal
-        classification, or a stage the policy uses has no qualified active reader.
+        schema, or a stage the policy uses has no qualified active reader. (Gold and
+        calibration run on every schema a policy runs: reads are scored against the known
+        answers by :mod:`truthset.workflow.scoring`.)
     """
     policy = parse_policy(text, source=source)
     schema = rules(session, project).schema
     if schema.kind.value == "measurement":
         raise InputError("workflow policies run classification, box, polygon and mask "
                          "schemas, not measurements", source=source, field="schema")
-    single = schema.kind.value == "classification" and schema.mode is not None and (
-        schema.mode.value != "multi")
-    for name in ("gold", "calibration"):
-        if getattr(policy, name) is not None and not single:
-            kind = "multi-label" if schema.kind.value == "classification" else schema.kind.value
-            raise InputError(f"{name} scores single-label reads against a known class; this "
-                             f"project's schema is {kind}: leave {name} out",
-                             source=source, field=name)
     people = [(u.username, role, u.tier, u.specialty)
               for u, held in project_readers(session, project) for role in sorted(held)]
     # One person counts once per stage however many roles they hold.
@@ -131,16 +126,26 @@ def _load_policy(session: Session, project: Project) -> CurrentPolicy:
 
 
 def add_gold(
-    session: Session, project: Project, answers: Mapping[str, str], *, purpose: str = "gold",
-    source: str | None = None,
+    session: Session, project: Project, answers: Mapping[str, str | Mapping[str, Any]], *,
+    purpose: str = "gold", source: str | None = None,
 ) -> list[GoldItem]:
     """Mark items (by external id) as known-answer items: ``gold`` (mixed into queues) or
     ``calibration`` (the batch each new reader passes first).
 
+    Parameters
+    ----------
+    answers:
+        External id -> the reference answer: a class (single or ordinal classification), or
+        a whole payload — ``{"label": c}``, ``{"labels": [...]}`` (multi-label) or
+        ``{"objects": [...]}`` (box, polygon, mask; either object spelling, see
+        :mod:`truthset.quality.shapes`), checked against the schema and the item's image
+        like a read.
+
     Raises
     ------
     InputError
-        Unknown purpose, unknown item or class (the item is named).
+        Unknown purpose, unknown item or class, an answer that does not fit the schema or the
+        image (the item and ``label`` / the payload's field are named).
     ConflictError
         An item is already gold or calibration, or already has workflow tasks.
     """
@@ -153,17 +158,22 @@ def add_gold(
     items = {i.external_id: i for i in session.scalars(
         select(Item).where(Item.project_id == project.id,
                            Item.external_id.in_(list(answers))))}
+    geometric = schema.kind.value in GEOMETRIC_KINDS
     out = []
-    for external_id, label in answers.items():
+    for external_id, answer in answers.items():
         item = items.get(external_id)
         if item is None:
             raise InputError(f"no item {external_id!r} in project {project.key!r}",
                              source=source, location=f"item {external_id}", field="item")
+        payload = {"label": answer} if isinstance(answer, str) else dict(answer)
         try:
-            clean = schema.validate_payload({"label": label})
+            clean = schema.validate_payload(payload)
+            if geometric:
+                parse_objects(clean, bounds=ImageBounds.from_media(item.media))
         except InputError as exc:
+            field = "label" if isinstance(answer, str) else exc.field or "payload"
             raise InputError(exc.reason, source=source, location=f"item {external_id}",
-                             field="label") from None
+                             field=field) from None
         if session.scalar(select(GoldItem.id).where(GoldItem.item_id == item.id)) is not None:
             raise ConflictError(f"item {external_id!r} already has a known answer")
         if session.scalar(select(Task.id).where(Task.item_id == item.id).limit(1)) is not None:
@@ -178,7 +188,8 @@ def add_gold(
 
 def gold_answers(session: Session, project: Project,
                  purpose: str | None = None) -> dict[int, tuple[str, str]]:
-    """Item id -> ``(label, purpose)`` of the project's known-answer items."""
+    """Item id -> ``(label, purpose)`` of the project's known-answer items (``label``: the
+    class of a single-label answer, ``"None"`` for other schemas' payloads)."""
     stmt = select(GoldItem).where(GoldItem.project_id == project.id)
     if purpose is not None:
         stmt = stmt.where(GoldItem.purpose == purpose)

@@ -72,6 +72,7 @@ from truthset.workflow.engine import (
     consensus_posteriors,
     core_payload,
     decide,
+    named_classes,
     reads_with_draft,
     schema_shape,
     stable_uniform,
@@ -745,16 +746,26 @@ def _known_answer_task(session: Session, project: Project, user: User, purpose: 
     return task
 
 
-def _provisional_class(session: Session, item_id: int, policy: Policy) -> str | None:
+def _provisional_classes(session: Session, project: Project, item_id: int,
+                         policy: Policy) -> set[str]:
+    """The classes an item provisionally has: single-label, the majority of its reads (else
+    the model draft's class, unless drafts are ignored); multi-label and geometric schemas,
+    every class its reads name (else the draft's)."""
     item = session.get(Item, item_id)
     assert item is not None
     facts = _facts(session, item)
+    use_draft = policy.prelabels != PrelabelUse.IGNORE and not facts.draft_rejected
+    if schema_shape(_rules(session, project).schema) != "single":
+        named = {c for a, _u, _lab in facts.reads for c in named_classes(facts.payload(a))}
+        if not named and use_draft:
+            named = set(named_classes(facts.payload(facts.draft_id)))
+        return named
     if facts.reads:
         labels = pd.Series([lab for _a, _u, lab in facts.reads])
-        return str(labels.value_counts().index[0])
+        return {str(labels.value_counts().index[0])}
     if facts.draft is not None and policy.prelabels != PrelabelUse.IGNORE:
-        return facts.draft
-    return None
+        return {facts.draft}
+    return set()
 
 
 def next_task(session: Session, project: Project, user: User, *,
@@ -838,7 +849,8 @@ def _claim(session: Session, project: Project, user: User, stages: list[Stage],
         task = session.scalar(stmt)
         if task is None:
             return None
-        if suspended and _provisional_class(session, task.item_id, policy) in suspended:
+        if suspended and _provisional_classes(session, project, task.item_id,
+                                              policy) & set(suspended):
             skip.append(task.id)
             continue
         _lease(session, task, user, policy, now)

@@ -213,7 +213,8 @@ class EscalationOut(BaseModel):
 
 
 class ReaderSummaryOut(BaseModel):
-    """One reader against known answers."""
+    """One reader against known answers: ``accuracy`` is the mean score of their reads
+    (single-label: the share correct; see ``ReaderStatsOut.scoring``)."""
 
     reader: str
     n_gold: int
@@ -224,7 +225,10 @@ class ReaderSummaryOut(BaseModel):
 
 
 class ReaderStatsOut(BaseModel):
-    """One reader in detail: per-class sensitivity/specificity, confusion matrix, trend."""
+    """One reader in detail: overall score (``accuracy``), per-class sensitivity and
+    specificity (boxes and polygons: ``precision`` and ``objects`` instead of a specificity;
+    masks: also ``dice``), confusion matrix (single-label schemas), trend; ``scoring`` says
+    what each figure is for the project's schema."""
 
     reader: str
     n_gold: int
@@ -234,6 +238,7 @@ class ReaderStatsOut(BaseModel):
     trend: list[dict[str, Any]]
     calibration: str | None
     suspensions: dict[str, str]
+    scoring: dict[str, str] = Field(default_factory=dict)
 
 
 class FeedbackOut(BaseModel):
