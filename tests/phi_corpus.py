@@ -4,6 +4,7 @@ kinds in headers, nested sequences and private tags), and a scanner that finds t
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -68,10 +69,18 @@ def write_corpus(folder: Path, *, ct: int = 4, us: int = 1, truncated: int = 1) 
 
 
 def survivors(blobs: Iterable[bytes | str], values: Iterable[str] | None = None) -> list[str]:
-    """The planted values found (case-insensitively) in any of ``blobs``."""
+    """The planted values found (case-insensitively) in any of ``blobs``.
+
+    A value made only of digits (a ZIP code, a date) counts where it stands as a number of its
+    own, not inside a longer run of digits: a fresh random UID (``2.25.<39 digits>``) contains
+    a given 5-digit string about once in 3,000 UIDs, which is chance, not a leak.
+    """
     wanted = [v.lower() for v in (values or planted_values())]
+    patterns = {v: re.compile(rb"(?<![0-9])" + re.escape(v.encode()) + rb"(?![0-9])")
+                for v in wanted if v.isdigit()}
     found: set[str] = set()
     for blob in blobs:
         text = blob.lower() if isinstance(blob, bytes) else blob.lower().encode()
-        found.update(v for v in wanted if v.encode() in text)
+        found.update(v for v in wanted
+                     if (patterns[v].search(text) if v in patterns else v.encode() in text))
     return sorted(found)
