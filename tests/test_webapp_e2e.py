@@ -68,9 +68,40 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     items["boxreview"] = add_workflow_project(workspace, key="boxreview", policy=REVIEW_POLICY,
                                               schema=BOX_SCHEMA)
     items["volumes"] = add_series_project(workspace)
+    items["skilled"] = add_read_project(workspace)
     with workspace, live_server(workspace) as live:
         live.items = items  # type: ignore[attr-defined]
         yield live
+
+
+def add_read_project(workspace: Any) -> int:
+    """Project ``skilled``: two items (the CT and pydicom's MR) read through the queue by ana
+    and ben, who agree on the CT (final by the vote) and disagree on the MR (waiting for the
+    adjudicator); returns the MR's item id."""
+    import pydicom.examples
+
+    from truthset.workflow import queue
+    from truthset.workspace import projects, users
+    from truthset.workspace.medical import Source, ingest_medical
+
+    agreed = add_workflow_project(workspace, key="skilled", policy=CONSENSUS_POLICY)
+    with workspace.unit("test") as s:
+        project = projects.get_project(s, "skilled")
+        path = Path(str(pydicom.examples.get_path("mr")))
+        ingest_medical(s, workspace.blobs, workspace.vault, project,
+                       [Source(name=path.name, data=path.read_bytes())])
+        queue.enqueue(s, project, None)
+    split = 0
+    for name, on_mr in (("ana", "nodule"), ("ben", "mass")):
+        for _ in range(2):
+            with workspace.unit(name) as s:
+                project, user = projects.get_project(s, "skilled"), users.get_user(s, name)
+                task = queue.next_task(s, project, user).task
+                assert task is not None
+                split = split if task.item_id == agreed else task.item_id
+                queue.submit(s, project, user, task.task_id,
+                             {"label": "nodule" if task.item_id == agreed else on_mr})
+    return split
 
 
 def shot(page: Any, name: str) -> None:
@@ -291,6 +322,9 @@ def test_disagreement_is_adjudicated_in_the_browser(browser: Any, server: Any) -
     assert cards.count() == 2
     assert page.locator("[data-reader=ana] .reader-label").inner_text() == "nodule"
     assert page.locator("[data-reader=ben] .reader-label").inner_text() == "mass"
+    # Each card carries the reader's figures (nothing scored or final yet in this project).
+    assert page.locator("[data-reader=ana] [data-figure=gold]").inner_text() == \
+        "Known answers: none read yet"
     assert "under target" in page.inner_text("#escalation-reason")
     page.keyboard.press("Alt+2")  # start from ben's label
     assert "chosen" in (page.locator("button.class[data-cls=mass]").get_attribute("class") or "")
@@ -318,6 +352,26 @@ def test_disagreement_is_adjudicated_in_the_browser(browser: Any, server: Any) -
     assert decision["payload"]["label"] == "mass"
     assert decision["payload"]["reason"] == "30 mm across on the lung window: a mass."
     assert decision["guideline_version"] == 1 and decision["time_spent_s"] > 0
+
+
+def test_adjudicator_sees_each_readers_figures(browser: Any, server: Any) -> None:
+    # ana and ben agreed on the CT (final) and split on the MR: sam sees, on each reader's card,
+    # their agreement with the final consensus of their other item, from the task itself
+    # (adjudicators cannot read reader statistics).
+    page = sign_in(browser, server, "sam", "/adjudicate?project=skilled")
+    page.wait_for_selector(".work[data-ready='1']", timeout=20000)
+    for reader, label in (("ana", "nodule"), ("ben", "mass")):
+        card = page.locator(f"[data-reader={reader}]")
+        assert card.locator(".reader-label").inner_text() == label
+        assert card.locator("[data-figure=consensus]").inner_text() == \
+            "Final consensus: agreed on 1 of 1 other item (100%)"
+        assert card.locator("[data-figure=gold]").inner_text() == "Known answers: none read yet"
+    assert not page.errors
+    client = api(server, "sam")
+    try:
+        assert client.get("/projects/skilled/readers").status_code == 403
+    finally:
+        client.close()
 
 
 def test_reviewer_corrects_a_read_in_the_browser(browser: Any, server: Any) -> None:

@@ -27,10 +27,20 @@ export interface ConsensusView {
   reason: string | null;
 }
 
+/** A reader's skill figures, carried by each read of an adjudication task (never by an
+ * annotate or review task): known-answer accuracy, agreement with the final consensus of their
+ * other items, and what the stored consensus method says of them. */
+export interface ReaderSkill {
+  gold: { reads: number; accuracy: number | null };
+  /** `percent` (classification), `exact` (multi-label), `f1` (boxes, polygons), `dice` (masks). */
+  consensus: { metric: string; items: number; agreed: number | null; agreement: number | null };
+  method: { method: string; skill: number | null; diagonal: Record<string, number> | null } | null;
+}
+
 export interface TaskContext {
   /** Geometric and multi-label projects: `label` is null and `payload` holds the read. */
   under_review?: { annotation_id: number; label: string | null; payload?: Payload };
-  reads?: { annotation_id: number; reader: string; label: string | null; payload?: Payload }[];
+  reads?: { annotation_id: number; reader: string; label: string | null; payload?: Payload; skill?: ReaderSkill | null }[];
   review?: { reviewer: string; label: string | null; escalated: boolean; payload?: Payload | null };
   escalation?: { reason: string; due_at: string };
   draft?: { label: string | null; payload?: Payload };

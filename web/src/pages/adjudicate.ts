@@ -10,8 +10,8 @@ import { navigate } from '../main';
 import { fail, fmtNum, fmtTime, h, notify, table, typing } from '../ui';
 import { mountWorkspace, projectRules, type Workspace } from '../workspace';
 import {
-  escalations, nextTask, plainObject, readerSummaries, sendAdjudication, usesWorkflow,
-  type ConsensusView, type Finding, type Task,
+  escalations, nextTask, plainObject, sendAdjudication, usesWorkflow,
+  type ConsensusView, type Finding, type ReaderSkill, type Task,
 } from '../tasks';
 import { READER_COLOURS, Viewer, imageIdsFor, type Overlay } from '../viewer';
 
@@ -28,6 +28,32 @@ function labelText(p: Payload | undefined | null): string {
     return [...counts].map(([k, n]) => `${n}× ${k}`).join(', ') || '(nothing drawn)';
   }
   return JSON.stringify(p);
+}
+
+const METRIC_NAMES: Record<string, string> = { percent: 'agreement', exact: 'exact agreement', f1: 'matched F1', dice: 'Dice' };
+
+function pct(v: number | null): string {
+  return v == null ? '—' : `${Math.round(v * 100)}%`;
+}
+
+/** A reader's skill figures, as the adjudication task carries them (this item's readers only). */
+function skillFigures(s: ReaderSkill | null | undefined): HTMLElement {
+  if (!s) return h('ul.skills.muted', null, h('li', null, 'No figures for this reader.'));
+  const c = s.consensus;
+  const gold = s.gold.reads
+    ? `Known answers: ${pct(s.gold.accuracy)} of ${s.gold.reads} read${s.gold.reads === 1 ? '' : 's'}`
+    : 'Known answers: none read yet';
+  const other = `other item${c.items === 1 ? '' : 's'}`;
+  const against = !c.items ? 'Final consensus: none of their other items is final yet'
+    : c.agreed != null ? `Final consensus: agreed on ${c.agreed} of ${c.items} ${other} (${pct(c.agreement)})`
+      : `Final consensus: ${METRIC_NAMES[c.metric] ?? c.metric} ${fmtNum(c.agreement, 2)} over ${c.items} ${other}`;
+  const m = s.method;
+  const fitted = m ? `${m.method} model: skill ${fmtNum(m.skill, 2)}${m.diagonal
+    ? ` · right per class ${Object.entries(m.diagonal).map(([k, v]) => `${k} ${fmtNum(v, 2)}`).join(', ')}` : ''}` : null;
+  return h('ul.skills', null,
+    h('li', { dataset: { figure: 'gold' } }, gold),
+    h('li', { dataset: { figure: 'consensus' } }, against),
+    fitted ? h('li', { dataset: { figure: 'method' } }, fitted) : null);
 }
 
 /** "2 of 3 (ana, ben)". */
@@ -91,15 +117,11 @@ export async function adjudicatePage(root: HTMLElement, ctx: PageCtx): Promise<C
       color: READER_COLOURS[k % READER_COLOURS.length],
       payload: r.payload ?? byId.get(r.annotation_id)?.payload ?? (r.label ? { label: r.label } : {}) as Payload,
     }));
-    const [skills, stored] = await Promise.all([
-      readerSummaries(project),
-      get<Consensus>(`/projects/${project}/items/${item.id}/consensus`).catch((err) => {
-        if (err instanceof ApiError && (err.status === 404 || err.status === 403)) return null;
-        throw err;
-      }),
-    ]);
+    const stored = await get<Consensus>(`/projects/${project}/items/${item.id}/consensus`).catch((err) => {
+      if (err instanceof ApiError && (err.status === 404 || err.status === 403)) return null;
+      throw err;
+    });
     const fused: ConsensusView | null = task.context?.consensus ?? null;
-    const skill = new Map(skills.map((s) => [s.reader, s]));
     const reasonBox = h('textarea#adjudication-reason', { rows: 3, placeholder: 'Reason for the final label (required)', required: true });
     const finalBtn = h('button.primary#finalise', { onclick: () => void finalise(), title: 'Give the final label (Ctrl+Enter)' }, 'Final label ⏎');
 
@@ -140,9 +162,9 @@ export async function adjudicatePage(root: HTMLElement, ctx: PageCtx): Promise<C
       notify(`Started from ${who}. Edit with the tools (box B, brush M, eraser E), then give the reason.`, 'info');
     };
     const cards = h('div.readers#reader-cards', null, reads.map((r, k) => h('div.panel.reader-card', { dataset: { reader: r.reader } },
-      h('div.row', null, h('span.swatch', { style: { background: r.color } }), h('strong', null, r.reader),
-        h('span.muted', null, skill.get(r.reader)?.accuracy != null ? ` gold accuracy ${fmtNum(skill.get(r.reader)!.accuracy, 2)} (${skill.get(r.reader)!.n_gold})` : ' no gold score yet')),
+      h('div.row', null, h('span.swatch', { style: { background: r.color } }), h('strong', null, r.reader)),
       h('p.reader-label', null, labelText(r.payload)),
+      skillFigures(r.skill),
       h('button', { dataset: { pick: String(k) }, onclick: () => startFrom(r.payload, `${r.reader}'s label`), title: `Start from ${r.reader}'s label (Alt+${k + 1})` },
         r.payload.objects ? `Use ${r.reader}'s objects` : `Use ${r.reader}'s label`),
       r.payload.objects?.length ? h('div.viewer-host.mini', { dataset: { mini: String(k) } }) : null)));
