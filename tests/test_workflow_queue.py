@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from truthset.domain.errors import InputError, NotFoundError
 from truthset.store.models import (
+    Annotation,
     AuditEvent,
     Consensus,
     Escalation,
@@ -368,3 +369,22 @@ def test_expired_leases_return_to_the_pool(workspace: Workspace) -> None:
     with workspace.sessions() as s:
         row = s.get(Task, task.task_id)
         assert row.status == "open" and row.assignee_id is None
+
+
+def test_reads_are_stamped_with_the_services_clock(workspace: Workspace) -> None:
+    # A replay of reads made days ago (the demo's): lease, read, adjudication and completion
+    # all carry the clock the caller gives.
+    make_project(workspace, "workflow: consensus\nk: 2\ntarget: 0.9\n", n_items=1)
+    start = utcnow() - timedelta(days=3)
+    for k, (name, label) in enumerate((("r0", "normal"), ("r1", "nodule"))):
+        at = start + timedelta(hours=k)
+        task = call(workspace, name, queue.next_task, now=at).task
+        call(workspace, name, queue.submit, task.task_id, {"label": label}, now=at)
+    at = start + timedelta(days=1)
+    adj = call(workspace, "adj", queue.next_task, now=at).task
+    call(workspace, "adj", queue.adjudicate, adj.task_id, {"label": "nodule"}, reason="x", now=at)
+    with workspace.sessions() as s:
+        stamps = [queue.aware(a.created_at) for a in s.scalars(
+            sa.select(Annotation).order_by(Annotation.id))]
+        done = sorted(queue.aware(t.completed_at) for t in s.scalars(sa.select(Task)))
+    assert stamps == [start, start + timedelta(hours=1), at] == done

@@ -953,14 +953,15 @@ def _clean(session: Session, project: Project, payload: Any, task: Task, user: U
 
 
 def _annotation(session: Session, project: Project, task: Task, user: User,
-                payload: dict[str, Any], time_spent_s: float | None, *,
+                payload: dict[str, Any], time_spent_s: float | None, *, now: datetime,
                 source: str = "human", parent: int | None = None) -> Annotation:
+    """Store a read made at ``now`` (the service's clock, as the task's completion time)."""
     current = _rules(session, project)
     row = Annotation(project_id=project.id, item_id=task.item_id, task_id=task.id,
                      author_id=user.id, source=source, payload=payload,
                      schema_version=current.schema_version,
                      guideline_version=current.guideline_version, time_spent_s=time_spent_s,
-                     parent_id=parent)
+                     parent_id=parent, created_at=now)
     session.add(row)
     session.flush()
     acceptance.record_read(session, project, row)  # what the reader did with a model draft
@@ -970,6 +971,10 @@ def _annotation(session: Session, project: Project, task: Task, user: User,
 def submit(session: Session, project: Project, user: User, task_id: int, payload: Any, *,
            time_spent_s: float | None = None, now: datetime | None = None) -> SubmitResult:
     """Submit the reader's label for an annotate (or calibration) task they hold.
+
+    ``now`` is the service's clock (default: the current time): the lease is checked against
+    it and the read and the task's completion are stamped with it (as in :func:`review` and
+    :func:`adjudicate`), so a simulation can replay reads made over days.
 
     Raises
     ------
@@ -987,7 +992,7 @@ def submit(session: Session, project: Project, user: User, task_id: int, payload
     spent = _time(time_spent_s, task, user, what)
     cur = current_policy(session, project)
     gold = session.scalar(select(GoldItem).where(GoldItem.item_id == item.id))
-    row = _annotation(session, project, task, user, clean, spent)
+    row = _annotation(session, project, task, user, clean, spent, now=now)
     if gold is not None:
         _finish(session, task, user, "calibration" if gold.purpose == "calibration" else "gold",
                 cur.version, spent, now)
@@ -1087,7 +1092,7 @@ def review(session: Session, project: Project, user: User, task_id: int, decisio
         if same:
             raise _refuse(TaskInputError("a correction must change the label; accept it "
                                          "instead", field="label"), task, user, what)
-        corrected = _annotation(session, project, task, user, clean, spent,
+        corrected = _annotation(session, project, task, user, clean, spent, now=now,
                                 parent=annotation.id)
         session.flush()
     session.add(Review(project_id=project.id, annotation_id=annotation.id, reviewer_id=user.id,
@@ -1132,7 +1137,7 @@ def adjudicate(session: Session, project: Project, user: User, task_id: int, pay
         raise _refuse(TaskDeniedError("nobody may adjudicate an item they labelled"), task,
                       user, what)
     row = _annotation(session, project, task, user, {**clean, "reason": reason.strip()}, spent,
-                      source=ADJUDICATION_SOURCE)
+                      now=now, source=ADJUDICATION_SOURCE)
     cur = current_policy(session, project)
     _finish(session, task, user, "adjudicate", cur.version, spent, now)
     session.flush()
