@@ -358,14 +358,21 @@ def _check_line(check: dict[str, Any] | None, period_minutes: float) -> str:
 @app.command("disagreement")
 @handle_errors
 def disagreement_cmd(project: Project, top: Annotated[int, typer.Option(
-        help="Candidate guideline examples to list.")] = 10,
+        help="Candidate guideline examples to list.")] = 10, as_json: AsJson = False,
         workspace: WorkspaceOption = None) -> None:
-    """Disagreement per class and per reader pair, and the items readers split on most."""
+    """Disagreement per class and per reader pair, and the items readers split on most (box,
+    polygon and mask projects: matched F1 or Dice per class)."""
     with open_workspace(workspace) as ws, ws.sessions() as s:
         p = projects.get_project(s, project)
         by_class = analysis.disagreement_by_class(s, p)
         pairs = analysis.disagreement_by_pair(s, p)
         candidates = analysis.guideline_candidates(s, p, n=top)
+    if as_json:
+        console.print_json(json.dumps({
+            name: json.loads(frame.to_json(orient="records"))
+            for name, frame in (("by_class", by_class), ("by_pair", pairs),
+                                ("candidates", candidates))}))
+        return
     console.print(_table(by_class, "Per class"))
     console.print(_table(pairs, "Per reader pair (least agreeing first)"))
     console.print(_table(candidates, "Candidate guideline examples"))

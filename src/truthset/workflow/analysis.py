@@ -13,6 +13,23 @@
 - :func:`class_agreement`: agreement on each class against the rest (one-vs-rest) over the
   readers' current labels, with bootstrap confidence intervals.
 
+Box, polygon, mask and multi-label projects get the same three disagreement reports, on the
+pair figures of :func:`truthset.workflow.pairwise.pairwise_by_class` (the figures the
+workflow's agreement uses): matched F1 of the two readers' objects of a class at the policy's
+``iou_threshold`` (boxes, polygons), Dice of their masks of a class per image (masks), and the
+positive specific agreement of their marks (multi-label, the same formula as the F1):
+
+- per class: ``reads`` / ``items`` marking it, ``contradicted`` (share of ordered pairs of
+  reads on one item where the first marks the class and the second does not), ``agreement``
+  (matched F1 pooled over every pair's objects of the class / mean Dice over the pair-images
+  either painted), ``confused_with`` (the class the other reader most often drew where this
+  one was unmatched, painted over it, or marked instead);
+- per reader pair: ``shared`` items, ``agreement`` over them (pooled matched F1, or mean Dice)
+  and ``per_class`` (class -> the pair's figure on it); ``kappa`` is ``None``;
+- candidate guideline examples: the items whose readers agree least, ``disagreement`` = 1 −
+  the item's mean pairwise figure (:func:`truthset.workflow.geometric.geometric_consensus`'s
+  ``agreement``, the figure compared with ``target_f1`` / ``target_dice``).
+
 Known-answer (gold, calibration) items are left out of the disagreement and cost figures
 (they are scored in :mod:`truthset.workflow.readers`).
 """
@@ -20,7 +37,8 @@ Known-answer (gold, calibration) items are left out of the disagreement and cost
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,8 +49,11 @@ from sqlalchemy.orm import Session
 
 from truthset import audit
 from truthset.domain.errors import InputError
+from truthset.domain.policy import Stage
 from truthset.quality.agreement import AgreementResult, cohen_kappa, per_class_agreement
+from truthset.quality.shapes import ImageBounds
 from truthset.store.models import (
+    Annotation,
     Consensus,
     Escalation,
     GoldItem,
@@ -41,9 +62,14 @@ from truthset.store.models import (
     Project,
     Task,
     TaskOutcome,
+    User,
     utcnow,
 )
 from truthset.workflow.annotations import current_labels
+from truthset.workflow.engine import named_classes, schema_shape
+from truthset.workflow.geometric import geometric_consensus
+from truthset.workflow.pairwise import Pairwise, pairwise_by_class
+from truthset.workflow.policies import current_policy
 from truthset.workflow.queue import (
     ADJUDICATION_SOURCE,
     CANCELLED,
@@ -63,10 +89,188 @@ def _reads(session: Session, project: Project) -> pd.DataFrame:
     return table[~table["item"].isin(known)].drop_duplicates(["item", "annotator"], keep="last")
 
 
+#: Schema shapes whose reads are compared by :func:`truthset.workflow.pairwise.
+#: pairwise_by_class` (the others are single-label classification).
+PAIRWISE_SHAPES = ("box", "polygon", "mask", "multi")
+
+
+def _shape(session: Session, project: Project) -> str:
+    return schema_shape(rules(session, project).schema)
+
+
+def _payload_reads(session: Session, project: Project) -> pd.DataFrame:
+    """The current workflow reads of the project's regular items: ``item_id, annotator,
+    payload`` (a reader's last read of an item), in the order made."""
+    known = select(GoldItem.item_id).where(GoldItem.project_id == project.id)
+    rows = session.execute(
+        select(Annotation.item_id, User.username, Annotation.payload)
+        .join(Task, Task.id == Annotation.task_id).join(User, User.id == Annotation.author_id)
+        .where(Annotation.project_id == project.id,
+               Task.stage.in_((Stage.ANNOTATE.value, Stage.CALIBRATE.value)),
+               Task.status == DONE, Annotation.parent_id.is_(None),
+               Annotation.item_id.not_in(known))
+        .order_by(Annotation.id)).all()
+    table = pd.DataFrame([(int(i), u, p or {}) for i, u, p in rows],
+                         columns=["item_id", "annotator", "payload"])
+    return table.drop_duplicates(["item_id", "annotator"], keep="last")
+
+
+@dataclass(frozen=True)
+class _Compared:
+    """Every regular item's reads compared pair by pair (non-single-label schemas)."""
+
+    shape: str
+    classes: tuple[str, ...]
+    iou_threshold: float
+    reads: pd.DataFrame
+    bounds: dict[int, ImageBounds | None]
+    items: dict[int, Pairwise]
+
+
+def _compared(session: Session, project: Project) -> _Compared:
+    shape = _shape(session, project)
+    classes = tuple(rules(session, project).schema.class_names)
+    policy = current_policy(session, project).policy
+    reads = _payload_reads(session, project)
+    ids = sorted({int(i) for i in reads["item_id"]})
+    bounds = {i: ImageBounds.from_media(m) for i, m in session.execute(
+        select(Item.id, Item.media).where(Item.id.in_(ids))).all()} if ids else {}
+    items = {int(item): pairwise_by_class(
+        shape, list(zip(group["annotator"], group["payload"], strict=True)), classes=classes,
+        iou_threshold=policy.iou_threshold, bounds=bounds.get(int(item)))
+        for item, group in reads.groupby("item_id")}
+    return _Compared(shape, classes, policy.iou_threshold, reads, bounds, items)
+
+
+def _pooled(records: Sequence[Any], metric: str) -> float:
+    """Matched F1 pooled over ``records`` (mean Dice for masks); NaN for none."""
+    if not records:
+        return np.nan
+    if metric == "dice":
+        return float(np.mean([r.figure for r in records]))
+    tp, fp, fn = (sum(getattr(r, k) for r in records) for k in ("tp", "fp", "fn"))
+    return 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 1.0
+
+
+def _pairwise_by_class(session: Session, project: Project) -> pd.DataFrame:
+    done = _compared(session, project)
+    metric = "dice" if done.shape == "mask" else "f1"
+    rows = []
+    for cls in done.classes:
+        records = [r for p in done.items.values() for r in p.records if r.class_name == cls]
+        marking = [(item, r) for item, p in done.items.items() for r, has in p.marked.items()
+                   if cls in has]
+        ordered = against = 0
+        for p in done.items.values():
+            for a, b in itertools.permutations(p.readers, 2):
+                if cls in p.marked[a]:
+                    ordered += 1
+                    against += cls not in p.marked[b]
+        weights: dict[str, float] = {}
+        for p in done.items.values():
+            for c, other, w in p.confusions:
+                if c == cls:
+                    weights[other] = weights.get(other, 0.0) + w
+        rows.append({
+            "class": cls, "reads": len(marking), "items": len({i for i, _r in marking}),
+            "contradicted": against / ordered if ordered else np.nan,
+            "agreement": _pooled(records, metric), "metric": metric,
+            "confused_with": max(sorted(weights), key=lambda k: weights[k]) if weights
+            else None,
+        })
+    return pd.DataFrame(rows, columns=["class", "reads", "items", "contradicted", "agreement",
+                                       "metric", "confused_with"])
+
+
+def _pairwise_by_pair(session: Session, project: Project, min_shared: int) -> pd.DataFrame:
+    done = _compared(session, project)
+    metric = "dice" if done.shape == "mask" else "f1"
+    readers = sorted(set(done.reads["annotator"]))
+    by_reader = {r: set(done.reads.loc[done.reads["annotator"] == r, "item_id"])
+                 for r in readers}
+    rows = []
+    for a, b in itertools.combinations(readers, 2):
+        shared = by_reader[a] & by_reader[b]
+        if len(shared) < min_shared:
+            continue
+        records = [r for i in shared for r in done.items[i].records
+                   if (r.reader_a, r.reader_b) == (a, b)]
+        per_class = {c: _pooled([r for r in records if r.class_name == c], metric)
+                     for c in done.classes}
+        rows.append({"reader_a": a, "reader_b": b, "shared": len(shared),
+                     "agreement": _pooled(records, metric) if records else 1.0,
+                     "kappa": None, "metric": metric,
+                     "per_class": {c: (None if np.isnan(v) else round(float(v), 6))
+                                   for c, v in per_class.items()}})
+    frame = pd.DataFrame(rows, columns=["reader_a", "reader_b", "shared", "agreement", "kappa",
+                                        "metric", "per_class"])
+    return frame.sort_values(["agreement", "reader_a", "reader_b"]).reset_index(drop=True)
+
+
+def _latest_labels(session: Session, project: Project) -> dict[int, dict[str, Any]]:
+    return dict(session.execute(
+        select(Consensus.item_id, Consensus.label).where(Consensus.id.in_(
+            select(func.max(Consensus.id)).where(Consensus.project_id == project.id)
+            .group_by(Consensus.item_id)))).all())
+
+
+def _pairwise_candidates(session: Session, project: Project, n: int) -> pd.DataFrame:
+    done = _compared(session, project)
+    metric = "dice" if done.shape == "mask" else "f1"
+    latest = _latest_labels(session, project)
+    names = dict(session.execute(select(Item.id, Item.external_id).where(
+        Item.project_id == project.id)).all())
+    policy = current_policy(session, project).policy
+    rows = []
+    for item, group in done.reads.groupby("item_id"):
+        item_id = int(str(item))
+        if len(group) < 2:
+            continue
+        compared = done.items[item_id]
+        if done.shape == "multi":
+            pairs = [compared.pair_figure(a, b)
+                     for a, b in itertools.combinations(compared.readers, 2)]
+            agreement = float(np.mean(pairs))
+        else:
+            agreement = geometric_consensus(
+                done.shape, list(zip(group["annotator"], group["payload"], strict=True)),
+                iou_threshold=policy.iou_threshold, min_support=policy.min_support,
+                mask_method="vote", bounds=done.bounds.get(item_id)).agreement
+        if agreement >= 1.0 - 1e-12:
+            continue
+        counts: dict[str, int] = {}
+        for has in compared.marked.values():
+            for c in has:
+                counts[c] = counts.get(c, 0) + 1
+        final = latest.get(item_id)
+        rows.append({"item_id": item_id, "item": names.get(item_id), "reads": len(group),
+                     "labels": {c: counts[c] for c in done.classes if c in counts},
+                     "disagreement": round(1.0 - agreement, 4), "metric": metric,
+                     "final": None if final is None else _class_counts(final)})
+    frame = pd.DataFrame(rows, columns=["item_id", "item", "reads", "labels", "disagreement",
+                                        "metric", "final"])
+    return frame.sort_values(["disagreement", "item_id"], ascending=[False, True]).head(n)
+
+
+def _class_counts(label: Mapping[str, Any]) -> dict[str, int]:
+    """Class -> how often a consensus label names it (its objects, without the minority)."""
+    out: dict[str, int] = {}
+    for c in named_classes({k: v for k, v in label.items() if k != "minority"}):
+        out[c] = out.get(c, 0) + 1
+    return out
+
+
 def disagreement_by_class(session: Session, project: Project) -> pd.DataFrame:
     """Per class: ``reads`` (reads of it), ``items`` (items where someone said it),
     ``contradicted`` (share of pairs of reads on one item where one says it and the other
-    does not), ``confused_with`` (the class most often paired against it)."""
+    does not), ``confused_with`` (the class most often paired against it).
+
+    Box, polygon, mask and multi-label projects: ``reads``, ``items``, ``contradicted`` (the
+    first of a pair of readers marks the class on an item, the second does not),
+    ``agreement`` (pooled matched F1 / mean Dice of the pairs on the class), ``metric``,
+    ``confused_with`` (see the module notes)."""
+    if _shape(session, project) in PAIRWISE_SHAPES:
+        return _pairwise_by_class(session, project)
     classes = list(rules(session, project).schema.class_names)
     table = _reads(session, project)
     pairs: dict[tuple[str, str], int] = {}
@@ -92,7 +296,14 @@ def disagreement_by_pair(session: Session, project: Project, *,
                          min_shared: int = 2) -> pd.DataFrame:
     """Per pair of readers with at least ``min_shared`` items in common: ``shared``,
     ``agreement`` (share of shared items labelled alike) and ``kappa`` (Cohen's), least
-    agreeing first."""
+    agreeing first.
+
+    Box, polygon, mask and multi-label projects: ``agreement`` is the pair's matched F1
+    pooled over their shared items' objects (mean Dice for masks; 1.0 when neither marked
+    anything), ``per_class`` the same per class (``None``: neither marked it), ``metric``
+    names the figure and ``kappa`` is ``None``."""
+    if _shape(session, project) in PAIRWISE_SHAPES:
+        return _pairwise_by_pair(session, project, min_shared)
     classes = list(rules(session, project).schema.class_names)
     table = _reads(session, project)
     wide = table.pivot(index="item", columns="annotator", values="label")
@@ -116,7 +327,14 @@ def disagreement_by_pair(session: Session, project: Project, *,
 def guideline_candidates(session: Session, project: Project, *, n: int = 10) -> pd.DataFrame:
     """The ``n`` items with the most evenly split reads (entropy of the label shares, at least
     two reads): ``item_id, item, reads, labels`` (class -> count), ``entropy``, ``final``
-    (current consensus label, if any)."""
+    (current consensus label, if any).
+
+    Box, polygon, mask and multi-label projects: the ``n`` items whose readers agree least,
+    ``item_id, item, reads, labels`` (class -> readers who marked it), ``disagreement`` (1 −
+    the item's mean pairwise matched F1 or Dice), ``metric``, ``final`` (class -> objects of
+    the current consensus label)."""
+    if _shape(session, project) in PAIRWISE_SHAPES:
+        return _pairwise_candidates(session, project, n)
     table = _reads(session, project)
     latest: dict[int, dict[str, Any]] = dict(session.execute(
         select(Consensus.item_id, Consensus.label).where(Consensus.id.in_(
@@ -148,11 +366,12 @@ def requeue_for_guideline(session: Session, project: Project, *,
                           now: datetime | None = None) -> list[str]:
     """Send the items a guideline change affects back to be read again.
 
-    Affected: items whose current consensus is one of ``classes`` or on which any read named
-    one of them, plus the items named in ``items`` (external ids). Their current consensus is
-    superseded (a ``requeued`` row, so releases leave them out until read again), their reads
-    and decisions stay in the record but no longer count, and fresh slots are made under the
-    current policy. Returns the external ids re-queued.
+    Affected: items whose current consensus is one of ``classes`` (multi-label and geometric:
+    names one of them) or on which any read named one of them, plus the items named in
+    ``items`` (external ids). Their current consensus is superseded (a ``requeued`` row, so
+    releases leave them out until read again), their reads and decisions stay in the record
+    but no longer count, and fresh slots are made under the current policy. Returns the
+    external ids re-queued.
 
     Raises
     ------
@@ -176,12 +395,17 @@ def requeue_for_guideline(session: Session, project: Project, *,
                              field="items")
         wanted |= set(found.values())
     if classes:
-        reads = _reads(session, project)
-        wanted |= {int(i) for i in reads.loc[reads["label"].isin(classes), "item"]}
-        latest = session.execute(select(Consensus.item_id, Consensus.label).where(
-            Consensus.id.in_(select(func.max(Consensus.id)).where(
-                Consensus.project_id == project.id).group_by(Consensus.item_id)))).all()
-        wanted |= {i for i, label in latest if (label or {}).get("label") in classes}
+        named = set(classes)
+        if _shape(session, project) in PAIRWISE_SHAPES:
+            table = _payload_reads(session, project)
+            wanted |= {int(i) for i, payload in zip(table["item_id"], table["payload"],
+                                                    strict=True)
+                       if named & set(named_classes(payload))}
+        else:
+            reads = _reads(session, project)
+            wanted |= {int(i) for i in reads.loc[reads["label"].isin(classes), "item"]}
+        latest = _latest_labels(session, project)
+        wanted |= {i for i, label in latest.items() if named & set(named_classes(label))}
     known = set(session.scalars(select(GoldItem.item_id).where(
         GoldItem.project_id == project.id)))
     done: list[str] = []

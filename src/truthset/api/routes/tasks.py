@@ -196,6 +196,62 @@ class CostOut(BaseModel):
     known_answer: KnownAnswerCostOut
 
 
+class DisagreementClassOut(BaseModel):
+    """Disagreement on one class. Single-label: ``contradicted`` is the share of ordered pairs
+    of reads on one item where the first says the class and the second another. Box,
+    polygon, mask, multi-label: the first marks the class on the item and the second does
+    not; ``agreement`` is the pairs' matched F1 pooled over their objects of the class (masks:
+    mean Dice; multi-label: positive specific agreement), named by ``metric``."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_name: str = Field(alias="class")
+    reads: int
+    items: int
+    contradicted: float | None
+    confused_with: str | None
+    agreement: float | None = None
+    metric: str | None = None
+
+
+class DisagreementPairOut(BaseModel):
+    """Two readers over their shared items: percent agreement and Cohen's kappa
+    (single-label), or the pooled matched F1 / mean Dice (``metric``) overall and
+    ``per_class`` (``null``: neither marked the class); least agreeing first."""
+
+    reader_a: str
+    reader_b: str
+    shared: int
+    agreement: float | None
+    kappa: float | None
+    metric: str | None = None
+    per_class: dict[str, float | None] = Field(default_factory=dict)
+
+
+class GuidelineCandidateOut(BaseModel):
+    """An item readers split on: ``entropy`` of its labels (single-label) or
+    ``disagreement`` = 1 − its mean pairwise matched F1 / Dice (``metric``); ``labels``:
+    class -> reads (readers) naming it; ``final``: the current consensus class (single-label)
+    or class -> objects of the consensus label."""
+
+    item_id: int
+    item: str | None
+    reads: int
+    labels: dict[str, int]
+    entropy: float | None = None
+    disagreement: float | None = None
+    metric: str | None = None
+    final: Any = None
+
+
+class DisagreementOut(BaseModel):
+    """Disagreement per class, per reader pair, and the candidate guideline examples."""
+
+    by_class: list[DisagreementClassOut]
+    by_pair: list[DisagreementPairOut]
+    candidates: list[GuidelineCandidateOut]
+
+
 class EscalationOut(BaseModel):
     """An escalated item with its deadline."""
 
@@ -354,6 +410,29 @@ def cost(key: Key, ctx: CtxDep) -> CostOut:
                    by_class=_cost_rows(report["by_class"]),
                    known_answer=KnownAnswerCostOut(reads=int(known["reads"]),
                                                    minutes=float(known["minutes"])))
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    return [{k: _none(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+@router.get("/disagreement", response_model=DisagreementOut)
+def disagreement(
+    key: Key, ctx: CtxDep,
+    top: Annotated[int, Query(ge=1, le=500, description="Candidate examples to list.")] = 10,
+) -> DisagreementOut:
+    """Where readers disagree: per class, per reader pair (least agreeing first) and the items
+    they split on most, candidate guideline examples (managers, administrators, auditors).
+    Box, polygon and mask projects compare readers by matched F1 at the policy's
+    ``iou_threshold`` or Dice, class by class."""
+    project, _ = load_project(ctx, key, Action.STATS_READ)
+    return DisagreementOut(
+        by_class=[DisagreementClassOut.model_validate(r) for r in _records(
+            analysis.disagreement_by_class(ctx.session, project))],
+        by_pair=[DisagreementPairOut.model_validate(r) for r in _records(
+            analysis.disagreement_by_pair(ctx.session, project))],
+        candidates=[GuidelineCandidateOut.model_validate(r) for r in _records(
+            analysis.guideline_candidates(ctx.session, project, n=top))])
 
 
 @router.post("/tasks/{task_id}/skip", response_model=SubmitOut)
