@@ -95,3 +95,24 @@ def test_demo_readers_went_through_the_workflow(demo) -> None:  # type: ignore[n
     assert {name for name, _t, _a in READERS} <= set(scored.index)
     assert (scored["n_gold"] >= 3).all()
     assert work["escalations"] >= work["adjudications"] > 0
+
+
+def test_demo_reads_are_spread_over_several_days(demo) -> None:  # type: ignore[no-untyped-def]
+    from truthset.demo import PROJECT_KEY, READ_DAYS
+    from truthset.store.models import Annotation, utcnow
+    from truthset.workflow.monitoring import agreement_over_time
+    from truthset.workflow.queue import aware
+    from truthset.workspace import projects
+
+    with Workspace.open(demo.folder / "workspace") as ws, ws.sessions() as s:
+        project = projects.get_project(s, PROJECT_KEY)
+        days = agreement_over_time(s, project, period="day", n_boot=20)
+        stamps = [aware(a.created_at) for a in s.query(Annotation).filter(
+            Annotation.project_id == project.id, Annotation.source == "human")]
+    # The dashboard's agreement over time has a point for most of the simulated days, each
+    # computed over several items; every read lies in the past, over about READ_DAYS days.
+    assert len(days) >= READ_DAYS - 1 and all(d.n_items >= 2 for d in days)
+    assert sum(d.result.value is not None for d in days) >= READ_DAYS - 1
+    span = max(stamps) - min(stamps)
+    assert READ_DAYS - 1 <= span.total_seconds() / 86400 <= READ_DAYS + 1
+    assert max(stamps) < utcnow()

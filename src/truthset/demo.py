@@ -7,8 +7,10 @@ hidden "true" grade so that the consensus can be scored. The readers work throug
 workflow services: a stored policy (five blinded reads, majority vote, adjudication of split
 votes), a calibration batch each reader must pass (one trainee does not), gold items mixed into
 the queues and scored, ``next_task``/``submit`` for every read, escalations taken by the senior
-reader through the same queue. Then agreement is measured, a quality audit escalates the
-least-agreed items, and two signed releases and their diff are written.
+reader through the same queue. The reads are replayed over :data:`READ_DAYS` days through the
+queue's clock, so the agreement-over-time chart has a point per day. Then agreement is
+measured, a quality audit escalates the least-agreed items, and two signed releases and their
+diff are written.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from truthset.domain.errors import InputError
 from truthset.quality.aggregation.registry import make_aggregator
 from truthset.release import diff as release_diff
 from truthset.release import service as releases
-from truthset.store.models import Consensus, Item, Project
+from truthset.store.models import Consensus, Item, Project, utcnow
 from truthset.workflow import escalations, policies, queue
 from truthset.workflow import readers as readers_mod
 from truthset.workflow.annotations import current_labels
@@ -98,6 +101,9 @@ ADJUDICATOR = "sam"
 ADJUDICATOR_SKILL = 0.95
 N_CALIBRATION = 3
 N_GOLD = 3
+#: The simulated reads are replayed over this many days, ending a day before the demo runs
+#: (each read stamped through the queue's clock), so agreement over time has several days.
+READ_DAYS = 6
 #: Five blinded reads per item, majority vote; a split vote (under 3 of 5) is adjudicated.
 #: Every reader passes a calibration batch first; gold items are mixed into the queues.
 DEMO_POLICY = """\
@@ -250,7 +256,10 @@ def run_demo(
             policies.set_policy(s, project, DEMO_POLICY, source="demo policy")
             queue.enqueue(s, project)
         skills = {name: accuracy for name, _tier, accuracy in (*READERS, TRAINEE)}
-        work = _run_workflow(workspace, rng, truth, classes, skills)
+        start = utcnow() - timedelta(days=READ_DAYS + 1)
+        pace = timedelta(days=READ_DAYS) / (len(READERS) * len(truth))  # about one per read
+        work = _run_workflow(workspace, rng, truth, classes, skills,
+                             clock=lambda n: start + n * pace)
         n_reads = work["reads"]
         say("consensus and agreement")
         truth_labels = pd.Series({i: classes[truth[i]] for i in regular})
@@ -333,10 +342,12 @@ def _release(workspace: Workspace, root: Path, name: str, *,
 
 
 def _run_workflow(workspace: Workspace, rng: np.random.Generator, truth: dict[str, int],
-                  classes: tuple[str, ...], skills: dict[str, float]) -> dict[str, Any]:
+                  classes: tuple[str, ...], skills: dict[str, float], *,
+                  clock: Callable[[int], datetime]) -> dict[str, Any]:
     """Every simulated reader asks the queue for work, reads what it hands out and submits it,
     round after round, until nobody gets a task; then the senior reader takes the escalations
-    (also through the queue). Returns what happened: reads, adjudications, refusals."""
+    (also through the queue). The queue's clock for the ``n``-th action is ``clock(n)``.
+    Returns what happened: reads, adjudications, refusals."""
     k = len(classes)
     reads = adjudications = 0
     refusals: dict[str, str] = {}
@@ -347,13 +358,14 @@ def _run_workflow(workspace: Workspace, rng: np.random.Generator, truth: dict[st
             with workspace.unit(name) as s:
                 project = projects.get_project(s, PROJECT_KEY)
                 user = users.get_user(s, name)
-                nxt = queue.next_task(s, project, user)
+                now = clock(reads + adjudications)
+                nxt = queue.next_task(s, project, user, now=now)
                 if nxt.task is None:
                     refusals[name] = nxt.reason
                     continue
                 grade = _simulated_grade(rng, truth[nxt.task.external_id], skills[name], k)
                 queue.submit(s, project, user, nxt.task.task_id, {"label": classes[grade]},
-                             time_spent_s=float(np.round(rng.lognormal(3.0, 0.4), 1)))
+                             time_spent_s=float(np.round(rng.lognormal(3.0, 0.4), 1)), now=now)
                 reads += 1
                 took += 1
         if took:
@@ -362,7 +374,8 @@ def _run_workflow(workspace: Workspace, rng: np.random.Generator, truth: dict[st
         with workspace.unit(ADJUDICATOR) as s:
             project = projects.get_project(s, PROJECT_KEY)
             user = users.get_user(s, ADJUDICATOR)
-            nxt = queue.next_task(s, project, user)
+            now = clock(reads + adjudications)
+            nxt = queue.next_task(s, project, user, now=now)
             if nxt.task is None:
                 break
             task = nxt.task
@@ -370,10 +383,12 @@ def _run_workflow(workspace: Workspace, rng: np.random.Generator, truth: dict[st
             if task.stage == "adjudicate":
                 queue.adjudicate(s, project, user, task.task_id, {"label": classes[grade]},
                                  reason="senior read of the image after the split vote",
-                                 time_spent_s=float(np.round(rng.lognormal(4.0, 0.3), 1)))
+                                 time_spent_s=float(np.round(rng.lognormal(4.0, 0.3), 1)),
+                                 now=now)
                 adjudications += 1
             else:
-                queue.submit(s, project, user, task.task_id, {"label": classes[grade]})
+                queue.submit(s, project, user, task.task_id, {"label": classes[grade]},
+                             now=now)
     with workspace.sessions() as s:
         project = projects.get_project(s, PROJECT_KEY)
         escalated = len(escalations.list_escalations(s, project, status=None))
