@@ -88,17 +88,36 @@ def policy_show(project: Project, workspace: WorkspaceOption = None) -> None:
 @handle_errors
 def gold_add(
     project: Project,
-    file: Annotated[Path, typer.Argument(help="CSV/TSV/Parquet with columns item,label.")],
+    file: Annotated[Path, typer.Argument(help="CSV/TSV/Parquet with columns item and label "
+                                              "(a class) or payload (JSON: objects, labels).")],
     purpose: Annotated[str, typer.Option(help="gold (mixed into queues) or calibration.")] = (
         "gold"),
     workspace: WorkspaceOption = None, actor: ActorOption = None,
 ) -> None:
-    """Mark items as known-answer items (their reference labels come from FILE)."""
+    """Mark items as known-answer items (their reference answers come from FILE: a class per
+    item, or a whole payload as JSON for multi-label, box, polygon and mask schemas)."""
     table = read_table(file)
-    missing = [c for c in ("item", "label") if c not in table.columns]
-    if missing:
-        raise InputError(f"missing column {missing[0]!r}", source=str(file), field=missing[0])
-    answers = dict(zip(table["item"].astype(str), table["label"].astype(str), strict=True))
+    if "item" not in table.columns:
+        raise InputError("missing column 'item'", source=str(file), field="item")
+    if "label" not in table.columns and "payload" not in table.columns:
+        raise InputError("missing column 'label' (a class) or 'payload' (JSON)",
+                         source=str(file), field="label")
+    answers: dict[str, str | dict[str, Any]] = {}
+    for row, (item, entry) in enumerate(zip(
+            table["item"].astype(str),
+            table["payload" if "payload" in table.columns else "label"], strict=True)):
+        if "payload" not in table.columns:
+            answers[item] = str(entry)
+            continue
+        try:
+            value = json.loads(str(entry))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON: {exc.msg}", source=str(file),
+                             location=f"row {row + 1}", field="payload") from None
+        if not isinstance(value, dict):
+            raise InputError("a payload is a JSON object", source=str(file),
+                             location=f"row {row + 1}", field="payload")
+        answers[item] = value
     with open_workspace(workspace) as ws, ws.unit(actor_name(actor)) as s:
         rows = policies.add_gold(s, projects.get_project(s, project), answers, purpose=purpose,
                                  source=str(file))
@@ -180,7 +199,7 @@ def _done(result: queue.SubmitResult) -> None:
 def task_submit(
     project: Project, task_id: Annotated[int, typer.Argument(help="Task id.")], reader: Reader,
     label: Annotated[str | None, typer.Option(help="Class (single/ordinal schemas).")] = None,
-    payload: Annotated[str | None, typer.Option(help="Full payload as JSON.")] = None,
+    payload: PayloadOption = None,
     time_spent: Annotated[float | None, typer.Option(help="Seconds spent.")] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
@@ -193,15 +212,47 @@ def task_submit(
     _done(result)
 
 
-def _payload(label: str | None, payload: str | None) -> Any:
+def _payload_value(text: str) -> dict[str, Any]:
+    """A payload given as JSON text, or as the path of a file holding it."""
+    source = None
+    raw = text
+    if not text.lstrip().startswith(("{", "[")):
+        path = Path(text)
+        if not path.is_file():
+            raise InputError("--payload is neither a JSON object nor a readable file "
+                             f"({text[:60]!r})", field="payload")
+        raw, source = _read(path, "payload"), str(path)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", source=source,
+                         location=f"line {exc.lineno}", field="payload") from None
+    if not isinstance(value, dict):
+        raise InputError('a payload is a JSON object, e.g. {"objects": [...]} or '
+                         '{"labels": [...]}', source=source, field="payload")
+    return value
+
+
+def _optional_payload(label: str | None, payload: str | None) -> dict[str, Any] | None:
+    """``--label`` as ``{"label": ...}``, or ``--payload`` (JSON or a file); not both."""
+    if label is not None and payload is not None:
+        raise InputError("give --label or --payload, not both", field="payload")
     if payload is not None:
-        try:
-            return json.loads(payload)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg}", field="payload") from None
-    if label is None:
+        return _payload_value(payload)
+    return None if label is None else {"label": label}
+
+
+def _payload(label: str | None, payload: str | None) -> Any:
+    body = _optional_payload(label, payload)
+    if body is None:
         raise InputError("give --label or --payload", field="label")
-    return {"label": label}
+    return body
+
+
+#: ``--payload``: the whole payload, for multi-label and geometric schemas.
+PayloadOption = Annotated[str | None, typer.Option(
+    "--payload", help='Full payload as JSON or a JSON file: {"objects": [...]} (box, polygon, '
+                      'mask; see docs/api.md) or {"labels": [...]} (multi-label).')]
 
 
 @app.command("review")
@@ -211,12 +262,14 @@ def review_cmd(
     reader: Reader,
     decision: Annotated[str, typer.Option(help="accept, correct, reject or escalate.")],
     label: Annotated[str | None, typer.Option(help="Corrected class (correct).")] = None,
+    payload: PayloadOption = None,
     comment: Annotated[str, typer.Option(help="Why (required for reject/escalate).")] = "",
     time_spent: Annotated[float | None, typer.Option(help="Seconds spent.")] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Decide a review task you hold."""
-    body = {"label": label} if label is not None else None
+    """Decide a review task you hold; a correction gives the corrected class (--label) or
+    the corrected payload (--payload: objects or labels, as JSON or a file)."""
+    body = _optional_payload(label, payload)
     with open_workspace(workspace) as ws, queue.audited_refusals(ws, reader), \
             ws.unit(reader) as s:
         result = queue.review(s, projects.get_project(s, project), users.get_user(s, reader),
@@ -230,16 +283,20 @@ def review_cmd(
 def adjudicate_cmd(
     project: Project, task_id: Annotated[int, typer.Argument(help="Adjudication task id.")],
     reader: Reader,
-    label: Annotated[str, typer.Option(help="The final class.")],
     reason: Annotated[str, typer.Option(help="Why (required).")],
+    label: Annotated[str | None, typer.Option(help="The final class (single/ordinal "
+                                                   "schemas).")] = None,
+    payload: PayloadOption = None,
     time_spent: Annotated[float | None, typer.Option(help="Seconds spent.")] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Give the final label of an escalated item you hold, with the reason."""
+    """Give the final label of an escalated item you hold, with the reason: a class
+    (--label) or the final payload (--payload: objects or labels, as JSON or a file)."""
+    body = _payload(label, payload)
     with open_workspace(workspace) as ws, queue.audited_refusals(ws, reader), \
             ws.unit(reader) as s:
         result = queue.adjudicate(s, projects.get_project(s, project),
-                                  users.get_user(s, reader), task_id, {"label": label},
+                                  users.get_user(s, reader), task_id, body,
                                   reason=reason, time_spent_s=time_spent)
     _done(result)
 
