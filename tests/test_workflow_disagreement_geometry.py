@@ -188,3 +188,31 @@ def test_multi_label_disagreement_against_scikit_learn(workspace: Workspace) -> 
     assert list(candidates["item"]) == ["i00", "i01"]
     assert list(candidates["disagreement"]) == pytest.approx(
         [1 - figures["i00"], 1 - figures["i01"]], abs=1e-4)
+
+
+def test_disagreement_route_on_single_label(workspace: Workspace) -> None:
+    from workflow_support import make_project
+
+    reads = {0: ["normal", "normal", "normal"], 1: ["normal", "nodule", "nodule"],
+             2: ["nodule", "effusion", "normal"], 3: ["effusion", "effusion", "normal"]}
+    make_project(workspace, "workflow: consensus\nk: 3\ntarget: 0.6\n", n_items=4)
+    for name in ("r0", "r1", "r2"):
+        for _ in range(4):
+            task = call(workspace, name, queue.next_task).task
+            call(workspace, name, queue.submit, task.task_id,
+                 {"label": reads[int(task.external_id[1:])][int(name[1])]})
+    with workspace.unit("admin") as s:
+        project = projects.get_project(s, "chest")
+        lead = users.add_user(s, username="lead", role="manager", tier=2)
+        memberships.add_member(s, project, lead, "manager")
+        head = bearer(tokens.create_token(s, lead, name="t").secret)
+    body = client(workspace).get("/api/v1/projects/chest/disagreement",
+                                 headers=head).json()
+    normal = next(r for r in body["by_class"] if r["class"] == "normal")
+    # 12 ordered pairs start from a "normal" read, 6 meet another class.
+    assert normal["contradicted"] == pytest.approx(0.5) and normal["metric"] is None
+    pair = next(r for r in body["by_pair"] if (r["reader_a"], r["reader_b"]) == ("r0", "r1"))
+    assert pair["agreement"] == pytest.approx(0.5) and pair["kappa"] is not None
+    top = body["candidates"][0]
+    assert top["item"] == "i02" and top["entropy"] == pytest.approx(np.log2(3), abs=1e-4)
+    assert top["labels"] == {"nodule": 1, "effusion": 1, "normal": 1}
