@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC
 from pathlib import Path
 
 import pandas as pd
@@ -101,14 +102,13 @@ def test_demo_reads_are_spread_over_several_days(demo) -> None:  # type: ignore[
     from truthset.demo import PROJECT_KEY, READ_DAYS
     from truthset.store.models import Annotation, utcnow
     from truthset.workflow.monitoring import agreement_over_time
-    from truthset.workflow.queue import aware
     from truthset.workspace import projects
 
     with Workspace.open(demo.folder / "workspace") as ws, ws.sessions() as s:
         project = projects.get_project(s, PROJECT_KEY)
         days = agreement_over_time(s, project, period="day", n_boot=20)
-        stamps = [aware(a.created_at) for a in s.query(Annotation).filter(
-            Annotation.project_id == project.id, Annotation.source == "human")]
+        stamps = [a.created_at.replace(tzinfo=a.created_at.tzinfo or UTC) for a in s.query(
+            Annotation).filter(Annotation.project_id == project.id, Annotation.source == "human")]
     # The dashboard's agreement over time has a point for most of the simulated days, each
     # computed over several items; every read lies in the past, over about READ_DAYS days.
     assert len(days) >= READ_DAYS - 1 and all(d.n_items >= 2 for d in days)
@@ -116,3 +116,35 @@ def test_demo_reads_are_spread_over_several_days(demo) -> None:  # type: ignore[
     span = max(stamps) - min(stamps)
     assert READ_DAYS - 1 <= span.total_seconds() / 86400 <= READ_DAYS + 1
     assert max(stamps) < utcnow()
+
+
+def test_demo_lesions_wait_for_the_adjudicator(tmp_path: Path) -> None:
+    from truthset.demo_web import LESION_READS, add_browser_projects
+    from truthset.workflow import queue
+    from truthset.workspace import projects, users
+
+    workspace = Workspace.init(tmp_path / "ws", database_url=f"sqlite:///{tmp_path / 'db'}")
+    assert add_browser_projects(workspace) == ["lesions", "findings"]
+    with workspace.unit("test") as s:
+        project = projects.get_project(s, "lesions")
+        adj = queue.next_task(s, project, users.get_user(s, "sam")).task
+    # ana and ben's boxes on the CT, read through the queue, disagree: sam adjudicates them.
+    assert adj is not None and adj.stage == "adjudicate"
+    assert {r["reader"]: r["payload"] for r in adj.context["reads"]} == {
+        name: {"objects": objects} for name, objects in LESION_READS.items()}
+    fused = adj.context["consensus"]
+    assert [(f["label"], f["readers"]) for f in fused["payload"]["objects"]] == [
+        ("nodule", ["ana", "ben"])]
+    assert [(f["label"], f["readers"]) for f in fused["payload"]["minority"]] == [
+        ("mass", ["ben"])]
+    assert fused["agreement"] == pytest.approx(2 / 3)  # matched F1: 2 x 1 / (2 x 1 + 1)
+    assert "under target 0.80" in adj.context["escalation"]["reason"]
+    assert all(r["skill"]["consensus"]["items"] == 0 for r in adj.context["reads"])
+    # The other two images wait for whoever signs in.
+    with workspace.unit("test") as s:
+        project = projects.get_project(s, "lesions")
+        for name in ("ana", "ben"):
+            task = queue.next_task(s, project, users.get_user(s, name)).task
+            assert task is not None and task.stage == "annotate"
+            assert task.item_id != adj.item_id and task.context == {}
+    workspace.close()

@@ -107,8 +107,10 @@ def _serve_demo(folder: Path, host: str, port: int) -> None:
     console.print()
     console.print(table)
     console.print(f"Projects: {PROJECT_KEY} (the demo above), " + ", ".join(extra)
-                  + " (DICOM, nothing labelled yet: draw boxes and masks in lesions; in findings "
-                  "sign in as ana and ben, disagree, then settle it as sam).")
+                  + " (DICOM, two blinded readers each: in lesions ana and ben disagree on the "
+                  "CT's boxes, so sign in as sam to adjudicate them, and draw boxes and masks on "
+                  "the other images as ana or ben; in findings sign in as ana and ben, disagree, "
+                  "then settle it as sam).")
     console.print(f"[bold]Open http://{host}:{port}/[/] (API docs at /docs). Ctrl+C stops it.")
     os.environ[ENV_WORKSPACE] = str(folder.resolve())
     uvicorn.run("truthset.api.app:create_app_from_env", factory=True, host=host, port=port,
