@@ -479,6 +479,9 @@ EXPECT: dict[str, list[Probe]] = {
         Probe("/api/v1/projects/alpha/tasks/999999/submit", READERS, ok=(404,),
               kwargs={"json": {"payload": {"label": "normal"}}}, label="unknown task"),
     ],
+    "GET /api/v1/projects/{key}/disagreement": [
+        Probe("/api/v1/projects/alpha/disagreement", MANAGE | AUDITORS),
+    ],
     "GET /api/v1/projects/{key}/cost": [
         Probe("/api/v1/projects/alpha/cost", MANAGE | AUDITORS),
     ],
