@@ -22,6 +22,7 @@ from truthset.quality.aggregation.dawid_skene import DawidSkene
 from truthset.quality.boxes import matched_f1
 from truthset.store.models import Annotation, Consensus, GoldItem, Item, User
 from truthset.workflow import policies, queue
+from truthset.workflow import readers as rd
 from truthset.workflow.consensus import compute_consensus
 from truthset.workflow.monitoring import readers_against_consensus
 from truthset.workspace import projects, users
@@ -144,9 +145,13 @@ def _skills(view: queue.TaskView | dict[str, Any]) -> dict[str, Any]:
 def _check_classification(ws: Workspace, skills: dict[str, Any]) -> None:
     gold = _gold(ws)
     assert set(skills) == {"r0", "r1", "r2"}  # the item's readers; r3 and adj are not
+    with ws.sessions() as s:
+        project = projects.get_project(s, "chest")
+        managers_see = {r: rd.reader_stats(s, project, users.get_user(s, r)) for r in skills}
     for reader, skill in skills.items():
         n, right = gold[reader]
         assert skill["gold"] == {"reads": n, "accuracy": right / n}
+        assert (managers_see[reader].n_gold, managers_see[reader].accuracy) == (n, right / n)
         compared, agreed = _against_labels(ws, reader, skip="i05")
         assert skill["consensus"] == {"metric": "percent", "items": compared, "agreed": agreed,
                                       "agreement": agreed / compared}

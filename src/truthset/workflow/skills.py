@@ -3,8 +3,9 @@
 For each reader of the item under adjudication — and nobody else — :func:`reader_skills`
 gives three figures:
 
-- ``gold``: their record on known-answer items, gold and calibration together, as
-  :func:`truthset.workflow.readers.reader_stats` gives it to managers (reads, accuracy);
+- ``gold``: their record on known-answer items, gold and calibration together: how many they
+  read and their mean score (single-label: accuracy), the figures
+  :func:`truthset.workflow.readers.reader_stats` gives managers, without the rest of them;
 - ``consensus``: how their current label (:func:`truthset.workflow.annotations.current_labels`)
   matches the final consensus of the *other* items they read. Single and ordinal
   classification: the share of those items whose consensus is their label, as
@@ -43,7 +44,7 @@ from truthset.workflow.engine import named_classes, schema_shape
 from truthset.workflow.geometric import geometric_consensus
 from truthset.workflow.monitoring import final_labels, final_payloads
 from truthset.workflow.policies import current_policy
-from truthset.workflow.readers import reader_stats
+from truthset.workflow.readers import known_answer_reads, score_reads, scoring_for
 from truthset.workspace.projects import rules
 
 #: Geometric schemas: a reader's agreement with the consensus is taken over their latest this
@@ -103,13 +104,16 @@ def reader_skills(session: Session, project: Project, item: Item,
         against = _against_objects(session, project, item, ids, shape,
                                    current_policy(session, project).policy)
     method, fitted = _method_parameters(session, item)
+    scoring = scoring_for(session, project)
     out: dict[str, ReaderSkill] = {}
     for user in users:
-        known = reader_stats(session, project, user)
+        scores, _per_class = score_reads(session, known_answer_reads(session, project, user),
+                                         scoring)
         compared, agreed, agreement = against.get(user.username, (0, None, None))
         entry = fitted.get(user.username)
         out[user.username] = ReaderSkill(
-            reader=user.username, gold_reads=known.n_gold, gold_accuracy=known.accuracy,
+            reader=user.username, gold_reads=len(scores),
+            gold_accuracy=float(scores.mean()) if len(scores) else None,
             metric=METRICS[shape], compared=compared,
             agreed=agreed if shape in ("single", "multi") else None, agreement=agreement,
             method=method if entry is not None else None,
