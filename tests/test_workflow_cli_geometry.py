@@ -147,3 +147,16 @@ def test_gold_add_takes_payloads(workspace: Workspace, tmp_path: Path) -> None:
         gold = s.scalars(sa.select(GoldItem)).one()
         assert gold.purpose == "calibration"
         assert gold.label["objects"][0]["bbox"] == [1, 2, 5, 5]
+    # r0 reads the calibration case exactly; their statistics say what is measured.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("workflow: consensus\nk: 2\ntarget_f1: 0\ncalibration: {threshold: 0.5}\n")
+    assert run(workspace, "policy", "set", "chest", str(policy))[0] == 0
+    task = take(workspace, "r0")
+    assert task["stage"] == "calibrate" and task["external_id"] == "g0"
+    code, out = run(workspace, "task", "submit", "chest", str(task["task_id"]), "--as", "r0",
+                    "--payload", objects(box("nodule", 1, 2, 5, 5)))
+    assert code == 0, out
+    code, out = run(workspace, "readers", "stats", "chest", "--reader", "r0")
+    text = " ".join(out.split())
+    assert code == 0 and "1 known-answer reads, score 1.000" in text, out
+    assert "precision: matched / read objects of the class" in text and "Confusion" not in text

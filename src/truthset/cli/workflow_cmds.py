@@ -327,11 +327,18 @@ def _print_stats(stats: rd.ReaderStats, as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps(stats.to_dict()))
         return
-    console.print(f"[bold]{stats.reader}[/]: {stats.n_gold} known-answer reads, accuracy "
-                  f"{_fmt(stats.accuracy)}, calibration {stats.calibration or '—'}")
+    single = stats.scoring.get("schema", "single") == "single"
+    console.print(f"[bold]{stats.reader}[/]: {stats.n_gold} known-answer reads, "
+                  f"{'accuracy' if single else 'score'} {_fmt(stats.accuracy)}, calibration "
+                  f"{stats.calibration or '—'}")
     console.print(_table(stats.per_class, "Per class", index=True))
-    console.print(_table(stats.confusion, "Confusion (rows: reference, columns: said)",
-                         index=True))
+    if not single:
+        for name, meaning in stats.scoring.items():
+            if name != "schema":
+                console.print(f"  {name}: {meaning}", highlight=False)
+    if not stats.confusion.empty:
+        console.print(_table(stats.confusion, "Confusion (rows: reference, columns: said)",
+                             index=True))
     console.print(_table(stats.trend, "Trend (blocks of consecutive reads)"))
     for cls, message in stats.suspensions.items():
         console.print(f"[red]suspended[/] {cls}: {message}")
