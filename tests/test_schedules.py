@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +270,70 @@ def test_cli_and_api_show_when_the_check_last_ran(workspace: Workspace) -> None:
         True, 15.0, "succeeded", 1)
     assert body["last_started_at"] == late.isoformat()
     assert (body["open"], body["overdue"]) == (1, 0)  # the raised one is due an hour later
+
+
+def test_timing_says_when_next_due_and_when_late() -> None:
+    noon = datetime(2025, 3, 4, 12, 7, 30, tzinfo=UTC)
+    quarter = datetime(2025, 3, 4, 12, 15, tzinfo=UTC)  # slots of 15 min: :00, :15, :30, :45
+    assert schedule.timing(PERIOD, None, noon) == schedule.Timing(quarter, True)  # never ran
+    # Two whole periods since the last start is still in time; a second more is late.
+    on_time = noon - timedelta(seconds=2 * PERIOD)
+    assert schedule.timing(PERIOD, on_time, noon) == schedule.Timing(quarter, False)
+    assert schedule.timing(PERIOD, on_time - timedelta(seconds=1), noon).late
+    assert not schedule.timing(PERIOD, noon - timedelta(minutes=1), noon).late
+    # Hourly: due on the hour; 0 (off) is never due and never late.
+    assert schedule.timing(3600, noon, noon).next_due_at == datetime(2025, 3, 4, 13, tzinfo=UTC)
+    assert schedule.timing(0, None, noon) == schedule.Timing(None, False)
+
+
+def test_cli_and_api_say_when_the_check_is_late_or_off(workspace: Workspace,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from test_api_support import bearer, client
+    from truthset.auth import memberships, tokens
+
+    _escalated(workspace)
+    with workspace.unit("admin") as s:
+        p = projects.get_project(s, "chest")
+        lead = users.add_user(s, username="lead", role="annotator")
+        memberships.add_member(s, p, lead, "manager")
+        head = bearer(tokens.create_token(s, lead, name="t").secret)
+    c = client(workspace)  # no lifespan: nothing keeps time but this test
+    root = str(workspace.root)
+
+    def check() -> dict[str, Any]:
+        answer = c.get("/api/v1/projects/chest/escalations/check", headers=head)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    def line() -> str:
+        shown = runner.invoke(app, ["escalations", "chest", "--workspace", root])
+        assert shown.exit_code == 0, shown.output
+        return " ".join(shown.output.split())
+
+    never = check()
+    assert (never["last_started_at"], never["late"], never["enabled"]) == (None, True, True)
+    # Last run 31 minutes ago: more than two 15-minute periods, so nobody keeps time.
+    stale = utcnow() - timedelta(minutes=31)
+    assert run_due(workspace, OVERDUE_CHECK, now=stale).status == "succeeded"
+    body = check()
+    assert body["last_started_at"] == stale.isoformat() and body["late"] is True
+    assert "Late: more than two periods without a run" in line()
+    # A run now: in time; next due at the next quarter hour after the server's clock.
+    assert run_due(workspace, OVERDUE_CHECK).status == "succeeded"
+    body = check()
+    as_of, due = (datetime.fromisoformat(body[k]) for k in ("as_of", "next_due_at"))
+    assert body["late"] is False and body["raised"] == 0
+    assert due == slot_start(as_of, PERIOD) + timedelta(seconds=PERIOD)
+    assert f"Next due {body['next_due_at']}." in line() and "Late" not in line()
+    # Switched off: never due, not late, raised only by hand.
+    workspace.config = replace(workspace.config, escalation_check_minutes=0)  # the server's
+    monkeypatch.setenv(ENV_ESCALATION_CHECK, "0")  # the CLI opens the workspace afresh
+    body = check()
+    assert (body["enabled"], body["next_due_at"], body["late"]) == (False, None, False)
+    assert "off (escalation_check_minutes: 0)" in line()
+    assert "raised only by hand" in line()
 
 
 # -- procrastinate: the periodic task on PostgreSQL, run by a separate worker process -----------

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,9 @@ import httpx
 import numpy as np
 import pytest
 
+from truthset.jobs.schedule import run_due
+from truthset.store.models import utcnow
+from truthset.workflow.escalations import OVERDUE_CHECK
 from webapp_support import (
     BOX_SCHEMA,
     CONSENSUS_POLICY,
@@ -109,6 +115,13 @@ def shot(page: Any, name: str) -> None:
     if os.environ.get("TRUTHSET_SCREENSHOTS") == "1":
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def shot_of(locator: Any, name: str) -> None:
+    """Save a screenshot of one element for the docs (only when asked)."""
+    if os.environ.get("TRUTHSET_SCREENSHOTS") == "1":
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        locator.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 def sign_in(browser: Any, server: Any, user: str, path: str) -> Any:
@@ -510,7 +523,35 @@ def test_releases_dashboards_and_audit_pages(browser: Any, server: Any) -> None:
     page.wait_for_selector("text=verified", timeout=15000)
     shot(page, "releases")
 
+    # The overdue check last ran 40 minutes ago (more than two 15-minute periods): late.
+    stale = utcnow() - timedelta(minutes=40)
+    assert run_due(server.workspace, OVERDUE_CHECK, now=stale).ran
     page.goto(server.url + "/dashboard?project=findings")
+    page.wait_for_selector("#overdue-check[data-state='late']", timeout=20000)
+    warning = page.inner_text("#overdue-warning")
+    assert re.search(r"The overdue check is late: it last ran 4[01] min ago, more than two "
+                     r"periods \(2 × 15 min\)\. No truthset serve or worker is keeping time",
+                     warning), warning
+    last = page.inner_text("#overdue-last")
+    assert re.fullmatch(re.escape("Overdue escalations last checked ") + "4[01]" + re.escape(
+        f" min ago ({stale:%Y-%m-%d %H:%M:%S} UTC) by the server: succeeded; raised in this "
+        "project at that check: 0."), last), last
+    shot_of(page.locator("#dashboards .panel:has(#overdue-check)"), "dashboard-overdue-check")
+    # It runs now: no warning; the next check is due on the next quarter hour.
+    assert run_due(server.workspace, OVERDUE_CHECK).ran
+    page.reload()
+    page.wait_for_selector("#overdue-check[data-state='ok']", timeout=20000)
+    assert page.locator("#overdue-warning").count() == 0
+    assert re.fullmatch(r"Overdue escalations last checked just now \(\d{4}-\d\d-\d\d "
+                        r"\d\d:\d\d:\d\d UTC\) by the server: succeeded; raised in this "
+                        r"project at that check: 0\.", page.inner_text("#overdue-last"))
+    shown = re.fullmatch(r"Checked every 15 min; next check due (\d{4}-\d\d-\d\d "
+                         r"\d\d:\d\d:\d\d) UTC \((in \d+ min|in under a minute)\)\.",
+                         page.inner_text("#overdue-next"))
+    assert shown, page.inner_text("#overdue-next")
+    due = datetime.strptime(shown[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    assert due.minute % 15 == 0 and due.second == 0
+    assert timedelta(0) < due - utcnow() <= timedelta(minutes=15)
     page.wait_for_selector("#dashboards .panel:has-text('Agreement between readers') table",
                            timeout=20000)
     page.wait_for_selector("#dashboards .panel:has-text('Escalations') table", timeout=20000)
@@ -525,6 +566,18 @@ def test_releases_dashboards_and_audit_pages(browser: Any, server: Any) -> None:
     assert page.locator("#confusion svg rect").count() == 9
     assert page.locator("#dashboards .panel").count() >= 4
     shot(page, "dashboard")
+    # Switched off in the server's settings: a plain warning, no next check.
+    config = server.workspace.config
+    server.workspace.config = replace(config, escalation_check_minutes=0)
+    try:
+        page.reload()
+        page.wait_for_selector("#overdue-check[data-state='off']", timeout=20000)
+        assert page.inner_text("#overdue-warning") == (
+            "⚠ The overdue check is off (escalation_check_minutes: 0): overdue escalations are "
+            "raised a tier only by hand (truthset escalations KEY --raise-overdue).")
+        assert page.locator("#overdue-next").count() == 0
+    finally:
+        server.workspace.config = config
     assert not page.errors
     page.close()
 
@@ -588,7 +641,11 @@ def audit_ui(browser: Any, server: Any) -> None:
     page.fill("#f-action", "")
     page.locator(".audit-table tbody tr td:nth-child(5) button").first.click()
     page.wait_for_url("**entity_id=**", timeout=5000)
-    page.wait_for_selector("#audit-count:has-text('matching')", timeout=5000)
+    # The table is redrawn from the new filter (the old count already said "matching").
+    page.wait_for_function("""(entity) => {
+        const cells = [...document.querySelectorAll('.audit-table tbody tr td:nth-child(5)')];
+        return cells.length > 0 && cells.every((c) => c.innerText.trim() === entity);
+    }""", arg=entities[0], timeout=5000)
     assert set(page.locator(".audit-table tbody tr td:nth-child(5)").all_inner_texts()) \
         == {entities[0]}
 

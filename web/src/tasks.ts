@@ -237,6 +237,24 @@ export interface QueueOverview {
   escalations: { open: number; overdue: number };
 }
 
+/** The periodic check that raises overdue escalations (GET /escalations/check). */
+export interface OverdueCheck {
+  enabled: boolean;
+  period_minutes: number;
+  last_started_at: string | null;
+  last_finished_at: string | null;
+  status: string;
+  runner: string;
+  runs: number;
+  raised: number;
+  error: string;
+  next_due_at: string | null;
+  late: boolean;
+  as_of: string;
+  open: number;
+  overdue: number;
+}
+
 export interface CostRow {
   group: string;
   items: number;
@@ -275,6 +293,12 @@ export function queueOverview(project: string): Promise<QueueOverview | null> {
 /** Cost per final label by policy version and by class; null when not allowed. */
 export function costReport(project: string): Promise<CostReport | null> {
   return orNull<CostReport>(`/projects/${project}/cost`);
+}
+
+/** When overdue escalations were last raised by the timer, when next, and whether anyone keeps
+ * time; null when not allowed. */
+export function overdueCheck(project: string): Promise<OverdueCheck | null> {
+  return orNull<OverdueCheck>(`/projects/${project}/escalations/check`);
 }
 
 /** One-vs-rest agreement per class with 95% bootstrap intervals; null when not allowed. */

@@ -104,6 +104,27 @@ export function fmtTime(iso: string | null | undefined): string {
   return isNaN(d.getTime()) ? iso : d.toLocaleString();
 }
 
+/** An instant in UTC, to the second: "2025-03-04 12:07:30 UTC". */
+export function fmtUtc(iso: string | null | undefined): string {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  return isNaN(d.getTime()) ? iso : `${d.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+}
+
+/** How far `iso` lies from `now` (both ISO 8601), in words: "4 min ago", "in 7 min",
+ * "2 h 5 min ago", "3 d ago", "just now", "in under a minute". */
+export function fmtRelative(iso: string, now: string): string {
+  const seconds = (new Date(iso).getTime() - new Date(now).getTime()) / 1000;
+  if (!isFinite(seconds)) return '—';
+  const span = Math.abs(seconds);
+  if (span < 60) return seconds < 0 ? 'just now' : 'in under a minute';
+  const minutes = Math.floor(span / 60);
+  const words = minutes < 60 ? `${minutes} min`
+    : minutes < 48 * 60 ? `${Math.floor(minutes / 60)} h${minutes % 60 ? ` ${minutes % 60} min` : ''}`
+      : `${Math.floor(minutes / 1440)} d`;
+  return seconds < 0 ? `${words} ago` : `in ${words}`;
+}
+
 export function fmtNum(v: unknown, digits = 3): string {
   return typeof v === 'number' && isFinite(v) ? v.toFixed(digits) : '—';
 }

@@ -18,6 +18,7 @@ from truthset.domain.errors import InputError
 from truthset.domain.policy import parse_policy
 from truthset.domain.schema import RiskLevel
 from truthset.io.tables import read_table
+from truthset.jobs.handlers import overdue_check_status
 from truthset.workflow import analysis, escalations, policies, queue
 from truthset.workflow import readers as rd
 from truthset.workflow.simulate import SimulatedReaders, parse_readers, run_policy
@@ -398,25 +399,35 @@ def escalations_cmd(
         else:
             frame = escalations.list_escalations(s, p, status=None if all_ else "open",
                                                  overdue_only=overdue)
-        check = escalations.last_overdue_check(s, p)
-        period = float(ws.config.escalation_check_minutes)
+        check = overdue_check_status(s, p, float(ws.config.escalation_check_minutes))
     if as_json:
         console.print_json(frame.to_json(orient="records", date_format="iso"))
         return
     shown = frame.drop(columns=["item_id", "created_at"], errors="ignore")
     console.print(_table(shown, f"Escalations of {project}" + (" (overdue, reported)"
                                                               if report else "")))
-    console.print(_check_line(check, period))
+    console.print(_check_line(check))
 
 
-def _check_line(check: dict[str, Any] | None, period_minutes: float) -> str:
-    """The periodic overdue check in one line: how often, when it last ran, what it did."""
-    every = (f"every {period_minutes:g} min" if period_minutes > 0
-             else "off (escalation_check_minutes: 0)")
-    if check is None or not check.get("last_started_at"):
-        return f"Overdue check: {every}; it has not run yet."
-    return (f"Overdue check: {every}; last ran {check['last_started_at']} by "
-            f"{check['runner']} ({check['status']}), raised {check['raised']} here.")
+def _check_line(check: dict[str, Any]) -> str:
+    """The periodic overdue check in one line: how often, when it last ran, what it did, when
+    it is next due, and a warning when it is off or late
+    (:func:`truthset.jobs.handlers.overdue_check_status`)."""
+    period = float(check["period_minutes"])
+    every = f"every {period:g} min" if period > 0 else "off (escalation_check_minutes: 0)"
+    if not check.get("last_started_at"):
+        line = f"Overdue check: {every}; it has not run yet."
+    else:
+        line = (f"Overdue check: {every}; last ran {check['last_started_at']} by "
+                f"{check['runner']} ({check['status']}), raised {check['raised']} here.")
+    if check.get("next_due_at"):
+        line += f" Next due {check['next_due_at']}."
+    if check["late"]:
+        line += (" Late: more than two periods without a run; no truthset serve or worker is "
+                 "keeping time.")
+    elif not check["enabled"]:
+        line += " Overdue escalations are raised only by hand (--raise-overdue)."
+    return line
 
 
 @app.command("disagreement")

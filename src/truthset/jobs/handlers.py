@@ -24,11 +24,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from truthset import audit
 from truthset.domain.errors import InputError, TruthsetError
-from truthset.jobs.schedule import SCHEDULER, PeriodicTask, register_periodic
+from truthset.jobs.schedule import SCHEDULER, PeriodicTask, register_periodic, timing
 from truthset.jobs.service import JobContext, JobKind, register_kind
-from truthset.store.models import Project
+from truthset.store.models import Project, utcnow
 from truthset.workflow.escalations import OVERDUE_CHECK
 from truthset.workspace.projects import get_project
 from truthset.workspace.workspace import Workspace
@@ -280,6 +282,51 @@ def raise_overdue_everywhere(workspace: Workspace, now: datetime) -> dict[str, A
         raise TruthsetError("raising overdue escalations failed: " + "; ".join(
             f"{k}: {v}" for k, v in sorted(errors.items())))
     return {"raised": sum(raised.values()), "projects": raised, "errors": errors}
+
+
+def overdue_check_status(session: Session, project: Project, period_minutes: float, *,
+                         now: datetime | None = None) -> dict[str, Any]:
+    """The periodic overdue check as one project sees it (the dashboards, the CLI).
+
+    Parameters
+    ----------
+    session:
+        A session of the workspace.
+    project:
+        Whose escalations are counted and whose raised count is given.
+    period_minutes:
+        ``escalation_check_minutes`` of the workspace now (0: off).
+    now:
+        The moment to judge at (default: the clock).
+
+    Returns
+    -------
+    dict
+        ``enabled``, ``period_minutes``; the last run (ISO 8601 UTC ``last_started_at``,
+        ``last_finished_at``, ``status``, ``runner``, ``runs``, ``error`` and ``raised``: this
+        project's escalations it raised; empty when it never ran); ``next_due_at`` (the next
+        period slot, ``None`` when off), ``late`` (on, and never ran or last started more than
+        :data:`truthset.jobs.schedule.LATE_AFTER_PERIODS` periods ago: nobody keeps time),
+        ``as_of`` (``now``), and the project's ``open`` and ``overdue`` escalations now.
+    """
+    from truthset.workflow import escalations
+
+    now = now or utcnow()
+    last = escalations.last_overdue_check(session, project) or {}
+    started = last.get("last_started_at")
+    when = timing(period_minutes * 60, datetime.fromisoformat(started) if started else None,
+                  now)
+    frame = escalations.list_escalations(session, project, status="open", now=now)
+    return {
+        "enabled": period_minutes > 0, "period_minutes": float(period_minutes),
+        "last_started_at": started, "last_finished_at": last.get("last_finished_at"),
+        "status": last.get("status", ""), "runner": last.get("runner", ""),
+        "runs": int(last.get("runs", 0)), "raised": int(last.get("raised", 0)),
+        "error": last.get("error", ""),
+        "next_due_at": when.next_due_at.isoformat() if when.next_due_at else None,
+        "late": when.late, "as_of": now.isoformat(),
+        "open": len(frame), "overdue": int(frame["overdue"].astype(bool).sum()),
+    }
 
 
 def _overdue_period_s(workspace: Workspace) -> float:

@@ -28,6 +28,10 @@ periodic tasks are idempotent.
   minute across all workers and :func:`run_all_due` decides what is due. Periods are then
   effectively whole minutes.
 
+**Late.** A task that is on and has not started for more than :data:`LATE_AFTER_PERIODS`
+periods (or never) is late (:func:`timing`): nobody is keeping time for it. The dashboards, the
+``escalations`` command and ``jobs schedules`` say so.
+
 Every function takes ``now`` (or a clock), so tests inject time instead of sleeping.
 """
 
@@ -98,6 +102,50 @@ def slot_start(now: datetime, period_s: float) -> datetime:
         raise ValueError("a slot needs a positive period")
     elapsed = (_aware(now) - _EPOCH).total_seconds()
     return _EPOCH + timedelta(seconds=math.floor(elapsed / period_s) * period_s)
+
+
+#: A periodic task that has not started for more than this many periods is late: no process
+#: (``truthset serve``, a procrastinate worker, cron) is keeping time for it.
+LATE_AFTER_PERIODS = 2
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where a periodic task stands against the clock.
+
+    Attributes
+    ----------
+    next_due_at:
+        Start of the next period slot (when the task is next due); ``None`` when it is off.
+    late:
+        On, and it never ran or last started more than :data:`LATE_AFTER_PERIODS` periods
+        before ``now``.
+    """
+
+    next_due_at: datetime | None
+    late: bool
+
+
+def timing(period_s: float, last_started_at: datetime | None, now: datetime) -> Timing:
+    """When a task of period ``period_s`` (0: off) is next due, and whether it is late.
+
+    Parameters
+    ----------
+    period_s:
+        The task's period in seconds as configured now (0 or less: off).
+    last_started_at:
+        When its last run started (``None``: never).
+    now:
+        The moment to judge at (UTC).
+    """
+    if period_s <= 0:
+        return Timing(None, False)
+    now = _aware(now)
+    due = slot_start(now, period_s) + timedelta(seconds=period_s)
+    if last_started_at is None:
+        return Timing(due, True)
+    since = (now - _aware(last_started_at)).total_seconds()
+    return Timing(due, since > LATE_AFTER_PERIODS * period_s)
 
 
 @dataclass(frozen=True)
@@ -175,7 +223,8 @@ def run_all_due(workspace: Workspace, *, now: datetime | None = None,
 
 
 def schedule_rows(workspace: Workspace) -> list[dict[str, Any]]:
-    """Every registered periodic task with its period and last run (CLI, API)."""
+    """Every registered periodic task with its period, last run, next slot and whether it is
+    late (:func:`timing`) (CLI, API)."""
     tasks = periodic_tasks()
     with workspace.sessions() as session:
         rows = {r.name: r for r in session.scalars(select(Schedule))}
@@ -184,7 +233,9 @@ def schedule_rows(workspace: Workspace) -> list[dict[str, Any]]:
         row = rows.get(name)
         period = float(tasks[name].period_s(workspace))
         last = _aware(row.last_slot_at) if row and row.last_slot_at else None
-        due = (slot_start(utcnow(), period) + timedelta(seconds=period)) if period > 0 else None
+        started = _aware(row.last_started_at) if row and row.last_started_at else None
+        when = timing(period, started, utcnow())
+        due = when.next_due_at
         out.append({
             "name": name, "description": tasks[name].description,
             "period_minutes": period / 60,
@@ -194,7 +245,7 @@ def schedule_rows(workspace: Workspace) -> list[dict[str, Any]]:
             "status": row.last_status if row else "", "runner": row.runner if row else "",
             "runs": row.runs if row else 0, "result": row.last_result if row else {},
             "error": row.last_error if row else "",
-            "next_due_at": due.isoformat() if due else None,
+            "next_due_at": due.isoformat() if due else None, "late": when.late,
         })
     return out
 

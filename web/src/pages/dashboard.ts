@@ -3,10 +3,11 @@
 import { ApiError, all, get, type Annotation, type Consensus, type Item } from '../api';
 import { barChart, heatmap, lineChart, trendChart, type Bar } from '../charts';
 import type { Cleanup, PageCtx } from '../main';
-import { fail, fmtNum, fmtTime, h, table } from '../ui';
+import { fail, fmtNum, fmtRelative, fmtTime, fmtUtc, h, table } from '../ui';
 import { projectRules } from '../workspace';
 import {
-  agreementTrend, classAgreement, costReport, escalations, queueOverview, readerSummaries, readersAgreement, type AgreementTrend,
+  agreementTrend, classAgreement, costReport, escalations, overdueCheck, queueOverview, readerSummaries, readersAgreement,
+  type AgreementTrend, type OverdueCheck,
 } from '../tasks';
 
 interface AgreementOut {
@@ -21,6 +22,34 @@ interface AgreementOut {
 
 function panel(title: string, ...body: (Node | string | null)[]): HTMLElement {
   return h('section.panel', null, h('h3', null, title), body);
+}
+
+const RUNNERS: Record<string, string> = { inprocess: 'the server', procrastinate: 'a worker', cli: 'the command line' };
+
+/** The periodic overdue check in words: when it last ran (relative, by the server's clock, and
+ * in UTC), how many escalations of this project it raised, its period and next due time, and a
+ * warning when it is off or late (nobody keeping time). */
+export function overdueCheckBlock(c: OverdueCheck): HTMLElement {
+  const every = `${c.period_minutes} min`;
+  const last = c.last_started_at
+    ? `Overdue escalations last checked ${fmtRelative(c.last_started_at, c.as_of)} (${fmtUtc(c.last_started_at)}) by ${RUNNERS[c.runner] ?? (c.runner || 'an unknown runner')}: ${c.status || 'no outcome'}; raised in this project at that check: ${c.raised}.`
+    : 'Overdue escalations have never been checked by the timer.';
+  let warning: string | null = null;
+  if (!c.enabled) {
+    warning = 'The overdue check is off (escalation_check_minutes: 0): overdue escalations are raised a tier only by hand (truthset escalations KEY --raise-overdue).';
+  } else if (c.late) {
+    warning = (c.last_started_at
+      ? `The overdue check is late: it last ran ${fmtRelative(c.last_started_at, c.as_of)}, more than two periods (2 × ${every}).`
+      : 'The overdue check has never run.')
+      + ' No truthset serve or worker is keeping time, so overdue escalations are not being raised.';
+  }
+  return h('div#overdue-check', { dataset: { state: !c.enabled ? 'off' : c.late ? 'late' : 'ok' } },
+    warning ? h('p.notice.warn#overdue-warning', null, `⚠ ${warning}`) : null,
+    h('p#overdue-last', null, last),
+    c.enabled && c.next_due_at
+      ? h('p#overdue-next', null, `Checked every ${every}; next check due ${fmtUtc(c.next_due_at)} (${fmtRelative(c.next_due_at, c.as_of)}).`)
+      : null,
+    c.status === 'failed' && c.error ? h('p.notice.error#overdue-error', null, `The last check failed: ${c.error}`) : null);
 }
 
 /** The dashboards of the current project. */
@@ -180,7 +209,7 @@ export async function dashboardPage(root: HTMLElement, ctx: PageCtx): Promise<Cl
   }
 
   // -- readers' known-answer figures and escalations (the workflow service) ---------------------
-  const [skills, escalated] = await Promise.all([readerSummaries(project), escalations(project, 'all')]);
+  const [skills, escalated, check] = await Promise.all([readerSummaries(project), escalations(project, 'all'), overdueCheck(project)]);
 
   // Reader leaderboard and confusion matrices against the final consensus (the workflow
   // service computes them; overseers only).
@@ -239,6 +268,7 @@ export async function dashboardPage(root: HTMLElement, ctx: PageCtx): Promise<Cl
   const now = Date.now();
   const ages = open.map((e) => ({ label: `item ${e.item_id}`, value: e.overdue ? e.hours_overdue : (new Date(e.due_at).getTime() - now) / -3.6e6, color: e.overdue ? '#ff6b6b' : '#3d8bfd' }));
   grid.append(panel('Escalations (hours past deadline; negative: time left)',
+    check ? overdueCheckBlock(check) : null,
     open.length ? barChart(ages, { format: (v) => v.toFixed(0) }) : null,
     escalated.length
       ? table(['item', 'tiers', 'reason', 'status', 'due', 'overdue'], escalated.map((e) => [String(e.item_id), `${e.from_tier} → ${e.to_tier}`, e.reason, e.status, fmtTime(e.due_at), e.overdue ? `⚠ ${e.hours_overdue.toFixed(1)} h` : '']))

@@ -22,6 +22,7 @@ from truthset.api.errors import error_body
 from truthset.api.routes.common import KEY_PATTERN, PREFIX, load_project
 from truthset.auth.policy import Action
 from truthset.domain.errors import InputError, NotFoundError, PermissionDeniedError
+from truthset.jobs.handlers import overdue_check_status
 from truthset.store.models import User
 from truthset.workflow import analysis, escalations, policies, queue
 from truthset.workflow import readers as rd
@@ -483,17 +484,24 @@ def reader_detail(key: Key, username: Username, ctx: CtxDep) -> ReaderStatsOut:
 
 # -- escalations -------------------------------------------------------------------------------
 class OverdueCheckOut(BaseModel):
-    """The periodic check that raises overdue escalations: how often, when it last ran."""
+    """The periodic check that raises overdue escalations: how often, when it last ran, when
+    it is next due, and whether anyone is keeping time for it."""
 
-    enabled: bool
+    enabled: bool = Field(description="false: escalation_check_minutes is 0 (off).")
     period_minutes: float
     last_started_at: str | None = Field(None, description="ISO 8601 UTC; null: never ran.")
     last_finished_at: str | None = None
     status: str = Field("", description="succeeded, failed, or running.")
-    runner: str = Field("", description="inprocess (the server) or procrastinate.")
+    runner: str = Field("", description="inprocess (the server), procrastinate or cli.")
     runs: int = 0
     raised: int = Field(0, description="This project's escalations the last run raised.")
     error: str = ""
+    next_due_at: str | None = Field(
+        None, description="ISO 8601 UTC start of the next period slot; null when off.")
+    late: bool = Field(
+        False, description="On, but it never ran or last started more than two periods ago: "
+                           "no truthset serve or worker is keeping time.")
+    as_of: str = Field(description="The server's clock when this was read (ISO 8601 UTC).")
     open: int = Field(description="Open escalations now.")
     overdue: int = Field(description="Open escalations past their deadline now.")
 
@@ -501,19 +509,11 @@ class OverdueCheckOut(BaseModel):
 @router.get("/escalations/check", response_model=OverdueCheckOut)
 def overdue_check(key: Key, ctx: CtxDep) -> OverdueCheckOut:
     """When overdue escalations were last raised without a person (the periodic check every
-    ``escalation_check_minutes`` of the workspace settings), and how many are open and
-    overdue now."""
+    ``escalation_check_minutes`` of the workspace settings), when the check is next due,
+    whether it is late, and how many escalations are open and overdue now."""
     project, _ = load_project(ctx, key, Action.CONSENSUS_READ)
-    period = float(ctx.workspace.config.escalation_check_minutes)
-    last = escalations.last_overdue_check(ctx.session, project) or {}
-    frame = escalations.list_escalations(ctx.session, project, status="open")
-    return OverdueCheckOut(
-        enabled=period > 0, period_minutes=period,
-        last_started_at=last.get("last_started_at"),
-        last_finished_at=last.get("last_finished_at"), status=last.get("status", ""),
-        runner=last.get("runner", ""), runs=int(last.get("runs", 0)),
-        raised=int(last.get("raised", 0)), error=last.get("error", ""),
-        open=len(frame), overdue=int(frame["overdue"].astype(bool).sum()))
+    return OverdueCheckOut(**overdue_check_status(
+        ctx.session, project, float(ctx.workspace.config.escalation_check_minutes)))
 
 
 @router.get("/escalations", response_model=list[EscalationOut])
