@@ -11,7 +11,15 @@ import pytest
 from truthset.domain.errors import InputError
 from truthset.domain.policy import parse_policy
 from truthset.domain.schema import RiskLevel
-from truthset.workflow.engine import ItemState, ReviewOutcome, decide, stable_uniform
+from truthset.workflow.engine import (
+    Decision,
+    ItemState,
+    ReviewOutcome,
+    consensus_posteriors,
+    decide,
+    method_params,
+    stable_uniform,
+)
 from truthset.workflow.simulate import (
     RecordedLabels,
     SimulatedReaders,
@@ -123,3 +131,78 @@ def test_reader_spec_errors() -> None:
     with pytest.raises(InputError) as err:
         parse_readers("3:ninety", rng)
     assert err.value.field == "readers"
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("method: onecoin\nreader_prior: strong\n", "reader_prior"),
+    ("method: mv\nreader_prior: empirical\n", "reader_prior"),
+    ("method: onecoin\nclass_prior: learned\n", "class_prior"),
+    ("method: glad\nclass_prior: uniform\n", "class_prior"),
+    ("method: onecoin\nreader_prior: empirical\nby_risk: {high: {method: ds}}\n",
+     "by_risk.high.reader_prior"),
+])
+def test_posterior_fields_are_refused_with_the_field(text: str, field: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse_policy(text, source="p.yaml")
+    assert err.value.field == field
+
+
+#: Four gold items (answer "normal"): reader A right on all four, B, C and D on three.
+_GOLD = pd.Series({f"g{k}": "normal" for k in range(4)})
+_GOLD_READS = [(f"g{k}", w, "normal" if (w == "A" or k > 0) else "effusion")
+               for w in "ABCD" for k in range(4)]
+_CHEST = ["normal", "nodule", "effusion"]
+
+
+def _first_read(policy_text: str, reader: str) -> Decision:
+    """The decision on item x after one read ("nodule" by ``reader``), the posterior fitted the
+    way the simulator and the queue fit it (gold clamped, the policy's posterior fields)."""
+    policy = parse_policy(policy_text)
+    table = pd.DataFrame([*_GOLD_READS, ("x", reader, "nodule")],
+                         columns=["item", "annotator", "label"])
+    post = consensus_posteriors(policy.method, _CHEST, table, _GOLD, **method_params(policy))
+    state = ItemState(reads=((reader, "nodule"),), posterior=post.loc["x"].to_dict())
+    return decide(policy, RISKS, state)
+
+
+def test_empirical_reader_prior_by_hand() -> None:
+    adaptive = ("workflow: adaptive\nm: 1\nk_max: 3\nmethod: onecoin\nclass_prior: uniform\n"
+                "on_exhausted: accept\n")
+    shrunk = adaptive + "reader_prior: empirical\n"
+    # Gold scores 4/4, 3/4, 3/4, 3/4 vary less than chance: the fitted Beta prior pools the
+    # readers completely (a + b = 1e4, mean 13/16), so every accuracy is 13/16 to 1e-4 and,
+    # with equal class frequencies, one read's posterior is its reader's accuracy.
+    for reader in "AB":
+        step = _first_read(shrunk + "target: 0.85\n", reader)
+        assert step.action == "read" and step.n == 1
+        assert step.posterior["nodule"] == pytest.approx(13 / 16, abs=2e-4)
+        assert step.posterior["normal"] == pytest.approx(3 / 32, abs=1e-4)
+        assert step.reason == "posterior 0.81 under target 0.85; one more read"
+        done = _first_read(shrunk + "target: 0.8\n", reader)
+        assert done.action == "final" and done.label == "nodule"
+    # Maximum likelihood puts A at 1 (four of four): A's single read is taken as certain.
+    raw = _first_read(adaptive + "target: 0.95\n", "A")
+    assert raw.action == "final" and raw.confidence == pytest.approx(1.0)
+    assert _first_read(adaptive + "target: 0.95\n", "B").posterior["nodule"] == pytest.approx(
+        0.75, abs=1e-3)
+
+
+def test_empirical_reader_prior_on_a_replayed_crowd_dataset(crowd_dir: Path) -> None:
+    # Snow et al.'s temporal-ordering task, read two or three times per item: plain one-coin
+    # collapses onto one class; with the reader prior and equal class frequencies it does not.
+    labels = pd.read_csv(crowd_dir / "snow2008_temp" / "labels.csv", dtype=str)
+    truth = pd.read_csv(crowd_dir / "snow2008_temp" / "truth.csv", dtype=str)
+    answers = dict(zip(truth["item"], truth["label"], strict=True))
+    classes = sorted(set(labels["label"]))
+    base = ("workflow: adaptive\nm: 2\nk_max: 7\ntarget: 0.8\nmethod: onecoin\n"
+            "on_exhausted: accept\n")
+
+    def replay(text: str) -> dict[str, float]:
+        source = RecordedLabels(labels, answers, np.random.default_rng(0))
+        return run_policy(parse_policy(text), classes, dict.fromkeys(classes, RiskLevel.LOW),
+                          source.items, source).summary
+
+    plain = replay(base)
+    shrunk = replay(base + "reader_prior: empirical\nclass_prior: uniform\n")
+    assert plain["accuracy"] < 0.6
+    assert shrunk["accuracy"] > 0.88 and shrunk["reads_per_item"] < 2.5

@@ -6,6 +6,8 @@ A policy is a ``policy:`` document of the project YAML (a bare mapping is accept
       name: chest-default
       workflow: adaptive        # single_review | consensus | adaptive | tiered
       method: onecoin           # the quality-engine method behind the consensus posterior
+      reader_prior: empirical   # onecoin: readers' accuracies shrunk to the crowd's (or none)
+      class_prior: uniform      # ds/onecoin: equal class frequencies (or estimate)
       m: 2                      # adaptive: readers to start with
       k_max: 5                  # adaptive: most readers
       k: 3                      # consensus: independent readers per item
@@ -34,6 +36,13 @@ A policy is a ``policy:`` document of the project YAML (a bare mapping is accept
 rate, and it raises the priority of uncertain drafts); or ``draft``: it also stands in for the
 tier-1 read (``single_review``/``tiered`` go straight to review) or counts as one read
 (``consensus``/``adaptive``).
+
+``reader_prior: empirical`` gives every reader's accuracy in the ``onecoin`` posterior a Beta
+prior fitted by empirical Bayes to all readers' known-answer and repeated-item reads, so a reader
+seen on few items is pulled towards the crowd instead of 0 or 1; ``class_prior: uniform`` keeps
+the class frequencies equal instead of learning them (on items read two or three times, learnt
+frequencies can collapse onto one class). Both change only the posterior that ``target`` is
+compared with; what readers see and how tasks are assigned stay the same.
 
 Geometric schemas (box, polygon, mask) compare the readers' agreement, not a class posterior,
 with a target: ``target_f1`` (the mean over reader pairs of the matched F1 of their boxes at
@@ -73,6 +82,10 @@ from truthset.domain.schema import RiskLevel, _line_of
 #: Aggregation methods a policy may name (those of ``truthset.quality.aggregation.registry``
 #: that give a categorical posterior). Kept here so the domain layer stays import-free.
 POLICY_METHODS = ("mv", "wmv", "ds", "onecoin", "glad", "mace", "ordinal-ds")
+#: Priors a policy may put on each reader's accuracy in the consensus posterior (``onecoin``).
+READER_PRIORS = ("none", "empirical")
+#: Class frequencies behind the consensus posterior (``ds``, ``onecoin``): estimated or equal.
+CLASS_PRIORS = ("estimate", "uniform")
 #: How the masks of several readers are combined: STAPLE or a voxelwise majority vote.
 MASK_METHODS = ("staple", "vote")
 #: Schema kinds whose reads are objects on the image.
@@ -154,6 +167,8 @@ class Rules(_Strict):
 
     workflow: WorkflowKind = WorkflowKind.CONSENSUS
     method: str = "mv"
+    reader_prior: str = "none"
+    class_prior: str = "estimate"
     k: int = Field(default=3, ge=1, le=50)
     m: int = Field(default=2, ge=1, le=50)
     k_max: int = Field(default=5, ge=1, le=50)
@@ -205,6 +220,29 @@ class Rules(_Strict):
             raise ValueError(
                 f"unknown consensus method {value!r}; choose one of {', '.join(POLICY_METHODS)}"
             )
+        return value
+
+    @field_validator("reader_prior")
+    @classmethod
+    def _reader_prior(cls, value: str, info: ValidationInfo) -> str:
+        if value not in READER_PRIORS:
+            raise ValueError(f"unknown reader_prior {value!r}; choose one of "
+                             f"{', '.join(READER_PRIORS)}")
+        method = info.data.get("method")
+        if value != "none" and method is not None and method != "onecoin":
+            raise ValueError(f"reader_prior {value} needs method onecoin (one accuracy per "
+                             f"reader), not {method}")
+        return value
+
+    @field_validator("class_prior")
+    @classmethod
+    def _class_prior(cls, value: str, info: ValidationInfo) -> str:
+        if value not in CLASS_PRIORS:
+            raise ValueError(f"unknown class_prior {value!r}; choose one of "
+                             f"{', '.join(CLASS_PRIORS)}")
+        method = info.data.get("method")
+        if value != "estimate" and method is not None and method not in ("ds", "onecoin"):
+            raise ValueError(f"class_prior {value} needs method ds or onecoin, not {method}")
         return value
 
     @field_validator("review_rate")

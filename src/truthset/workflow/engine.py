@@ -386,19 +386,37 @@ def _geometric(schema: LabelSchema, rules: Rules, state: ItemState, shape: str
     return common, target, result.summary(target), 0.0
 
 
+def method_params(rules: Rules) -> dict[str, Any]:
+    """The aggregator settings a policy's posterior fields ask for (none at their defaults).
+
+    ``reader_prior: empirical`` (``onecoin``) shrinks each reader's accuracy towards a Beta
+    prior fitted to all readers by empirical Bayes; ``class_prior: uniform`` (``ds``,
+    ``onecoin``) keeps the class frequencies equal (see
+    :class:`truthset.quality.aggregation.dawid_skene.OneCoinDawidSkene`).
+    """
+    params: dict[str, Any] = {}
+    if rules.reader_prior != "none":
+        params["skill_prior"] = rules.reader_prior
+    if rules.class_prior != "estimate":
+        params["class_prior"] = rules.class_prior
+    return params
+
+
 def consensus_posteriors(
     method: str,
     classes: Sequence[str],
     table: pd.DataFrame,
     gold: GoldLike = None,
+    **params: Any,
 ) -> pd.DataFrame:
     """Item x class posterior of ``method`` fitted on a long table ``item, annotator, label``
-    (gold answers clamped). Empty table -> empty frame."""
+    (gold answers clamped). Empty table -> empty frame. ``params`` go to the aggregator (see
+    :func:`method_params`)."""
     if table.empty:
         return pd.DataFrame(columns=list(classes), dtype=float)
     if gold is not None and len(gold):
         seen = set(table["item"])
         gold = gold[[i in seen for i in gold.index]] if isinstance(gold, pd.Series) else gold
-    model = make_aggregator(method, classes=list(classes))
+    model = make_aggregator(method, classes=list(classes), **params)
     model.fit(table[["item", "annotator", "label"]], gold=gold)
     return model.probas_

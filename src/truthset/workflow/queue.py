@@ -72,6 +72,7 @@ from truthset.workflow.engine import (
     consensus_posteriors,
     core_payload,
     decide,
+    method_params,
     named_classes,
     reads_with_draft,
     schema_shape,
@@ -334,7 +335,8 @@ def _posterior(session: Session, project: Project, policy: Policy, item: Item,
     gold = pd.Series({str(g.item_id): _label(g.label) for g in session.scalars(
         select(GoldItem).where(GoldItem.project_id == project.id))}, dtype=object)
     try:
-        post = consensus_posteriors(policy.method, classes, table, gold)
+        post = consensus_posteriors(policy.method, classes, table, gold,
+                                    **method_params(policy))
     except (ValueError, KeyError):  # too few reads for the method: fall back to the vote
         return None
     key = str(item.id)
@@ -362,7 +364,8 @@ def _multi_label_posterior(session: Session, project: Project, policy: Policy, i
     table = pd.DataFrame(records, columns=["item", "annotator", "label"]).drop_duplicates(
         ["item", "annotator"], keep="last")
     try:
-        model = MultiLabelAggregator(AGGREGATORS[policy.method], classes=list(classes))
+        model = MultiLabelAggregator(AGGREGATORS[policy.method], classes=list(classes),
+                                     **method_params(policy))
         model.fit(table)
     except (ValueError, KeyError, InputError):  # too few reads for the method: the vote
         return None

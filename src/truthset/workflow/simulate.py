@@ -32,6 +32,7 @@ from truthset.workflow.engine import (
     ReviewOutcome,
     consensus_posteriors,
     decide,
+    method_params,
     reads_with_draft,
     stable_uniform,
 )
@@ -211,7 +212,8 @@ def run_policy(
     if calib_reads:
         posteriors = consensus_posteriors(
             policy.method, classes, pd.DataFrame(calib_reads, columns=["item", "annotator",
-                                                                      "label"]), gold_series)
+                                                                      "label"]), gold_series,
+            **method_params(policy))
     while pending and rounds < max_rounds:
         rounds += 1
         refit = False
@@ -272,7 +274,8 @@ def run_policy(
                                for r, lab in reads_with_draft(policy, reads[i], drafts.get(i))],
                 columns=["item", "annotator", "label"],
             )
-            posteriors = consensus_posteriors(policy.method, classes, table, gold_series)
+            posteriors = consensus_posteriors(policy.method, classes, table, gold_series,
+                                              **method_params(policy))
     for item in pending:  # max_rounds reached
         final[item] = _exhausted(decide(policy, risks, ItemState(reads=tuple(reads[item]))),
                                  tuple(reads[item]))

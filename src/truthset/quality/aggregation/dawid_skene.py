@@ -38,6 +38,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy.optimize import minimize
+from scipy.special import betaln, digamma, expit
 
 from truthset.domain.errors import InputError
 from truthset.quality.aggregation.base import Aggregator
@@ -194,6 +196,11 @@ class DawidSkene(Aggregator):
         Stop when the evidence lower bound per label improves by less than this.
     init:
         ``"mv"`` — start from majority-vote shares (the only start, as in crowd-kit).
+    class_prior:
+        ``"estimate"`` (default): the class frequencies are the mean posterior, updated every
+        iteration (as crowd-kit). ``"uniform"``: they stay equal, so an item's posterior rests
+        on its reads alone (on items read only two or three times the estimated frequencies can
+        collapse onto one class; see ``docs/benchmarks.md`` section 9).
     smoothing:
         Pseudo-count added to every confusion cell a reader used before normalising (0 = plain
         maximum likelihood, as crowd-kit).
@@ -238,6 +245,7 @@ class DawidSkene(Aggregator):
         init: Literal["mv"] = "mv",
         *,
         smoothing: float = 0.0,
+        class_prior: Literal["estimate", "uniform"] = "estimate",
         dtype: FloatDType = "float64",
         classes: Sequence[Any] | None = None,
     ) -> None:
@@ -251,8 +259,18 @@ class DawidSkene(Aggregator):
         self.n_iter = n_iter
         self.tol = tol
         self.init = init
+        if class_prior not in ("estimate", "uniform"):
+            raise InputError(f"unknown class_prior {class_prior!r}; use 'estimate' or "
+                             "'uniform'", field="class_prior")
         self.smoothing = smoothing
+        self.class_prior = class_prior
         self.dtype: FloatDType = dtype
+
+    def _class_priors(self, proba: np.ndarray) -> np.ndarray:
+        """Class frequencies: the mean posterior, or equal under ``class_prior="uniform"``."""
+        if self.class_prior == "uniform":
+            return np.full(proba.shape[1], 1.0 / proba.shape[1], dtype=proba.dtype)
+        return column_mean(proba)
 
     # -- the model-specific M-step ------------------------------------------------------------
     def _confusion(self, counts: np.ndarray, mats: LabelMatrices) -> np.ndarray:
@@ -266,7 +284,7 @@ class DawidSkene(Aggregator):
         mats = label_matrices(encoded, self.dtype)
         proba = vote_shares(encoded, self.dtype)
         clamp_gold(proba, gold)
-        priors = column_mean(proba)
+        priors = self._class_priors(proba)
         counts = soft_counts(mats, proba)
         conf = self._confusion(counts, mats)
         log_conf = safe_log(conf)
@@ -276,7 +294,7 @@ class DawidSkene(Aggregator):
         for _ in range(self.n_iter):
             proba = e_step(mats, log_conf, priors)
             clamp_gold(proba, gold)
-            priors = column_mean(proba)
+            priors = self._class_priors(proba)
             counts = soft_counts(mats, proba)
             conf = self._confusion(counts, mats)
             log_conf = safe_log(conf)
@@ -314,6 +332,52 @@ class DawidSkene(Aggregator):
         self.skills_ = pd.Series(diag @ self.priors_.to_numpy(), index=annotators, name="skill")
 
 
+def fit_beta_prior(successes: np.ndarray, trials: np.ndarray) -> tuple[float, float] | None:
+    """Beta(a, b) prior of per-reader accuracies, fitted by empirical Bayes.
+
+    Maximises the beta-binomial marginal likelihood
+    ``Σ_w log B(k_w + a, n_w − k_w + b) − log B(a, b)`` of reader ``w`` being right ``k_w`` times
+    in ``n_w`` (soft counts allowed), over the mean ``a/(a+b)`` in ``[1e-4, 1 − 1e-4]`` and the
+    concentration ``a + b`` in ``[0.5, 1e4]`` (the upper end pools readers completely: their
+    scores vary no more than chance would make them).
+
+    Parameters
+    ----------
+    successes, trials:
+        Per reader: right answers and answers.
+
+    Returns
+    -------
+    tuple[float, float] | None
+        ``(a, b)``, or ``None`` when fewer than two readers have answers (nothing to pool).
+    """
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(trials, dtype=np.float64)
+    keep = n > 0
+    k, n = np.clip(k[keep], 0.0, n[keep]), n[keep]
+    if len(n) < 2:
+        return None
+    pooled = float(np.clip(k.sum() / n.sum(), 1e-3, 1 - 1e-3))
+
+    def nll(x: np.ndarray) -> tuple[float, np.ndarray]:
+        # x = (logit mean, log concentration); value and gradient.
+        mean, conc = float(expit(x[0])), float(np.exp(x[1]))
+        a, b = mean * conc, (1.0 - mean) * conc
+        value = float(np.sum(betaln(k + a, n - k + b)) - len(n) * betaln(a, b))
+        total = digamma(n + conc)
+        d_a = float(np.sum(digamma(k + a) - total) - len(n) * (digamma(a) - digamma(conc)))
+        d_b = float(np.sum(digamma(n - k + b) - total) - len(n) * (digamma(b) - digamma(conc)))
+        grad = np.array([(d_a - d_b) * conc * mean * (1.0 - mean),
+                         (d_a * mean + d_b * (1.0 - mean)) * conc])
+        return -value, -grad
+
+    lo, hi = np.log(1e-4 / (1 - 1e-4)), np.log((1 - 1e-4) / 1e-4)
+    result = minimize(nll, np.array([np.log(pooled / (1 - pooled)), np.log(10.0)]), jac=True,
+                      method="L-BFGS-B", bounds=[(lo, hi), (np.log(0.5), np.log(1e4))])
+    mean, conc = float(expit(result.x[0])), float(np.exp(result.x[1]))
+    return mean * conc, (1.0 - mean) * conc
+
+
 class OneCoinDawidSkene(DawidSkene):
     """Dawid–Skene with one accuracy per reader ("one-coin", Zhang et al. 2016).
 
@@ -322,17 +386,89 @@ class OneCoinDawidSkene(DawidSkene):
     the reader chose, as crowd-kit does; confusion entries are clipped to ``[1e-10, 1 − 1e-10]``.
     Gold answers are clamped as in :class:`DawidSkene` (crowd-kit's one-coin takes none).
 
+    Parameters
+    ----------
+    skill_prior:
+        ``"none"`` (default): maximum likelihood, as above. ``"empirical"``: every reader's
+        accuracy has a Beta(a, b) prior, fitted at every M-step by empirical Bayes
+        (:func:`fit_beta_prior`) to all readers' counts, and ``s_w`` is the mean of the reader's
+        Beta posterior, ``(agree_w + a) / (n_w + a + b)``: a reader seen on few items is pulled
+        towards the crowd's accuracy instead of 0 or 1. The counts are the reads that say
+        something about a reader: on gold items (right or wrong, counted whole) and on items
+        read more than once (soft counts). An item read once is left out: with equal class
+        frequencies its one read fits every accuracy equally well, and counting it would echo
+        the reader's current accuracy back as evidence. With fewer than two readers counted
+        the prior is a flat Beta(1, 1). A pair ``(a, b)`` fixes the prior instead. With a
+        prior, EM stops when no reader's accuracy moves by more than ``tol``.
+    **kwargs:
+        As :class:`DawidSkene`.
+
     Attributes
     ----------
     skills_ : pd.Series
         ``s_w``, each reader's accuracy.
+    skill_prior_ : tuple[float, float] | None
+        The Beta prior used in the last M-step (``None`` without one).
     """
+
+    def __init__(self, n_iter: int = 100, tol: float = 1e-5, init: Literal["mv"] = "mv", *,
+                 skill_prior: Literal["none", "empirical"] | tuple[float, float] = "none",
+                 **kwargs: Any) -> None:
+        super().__init__(n_iter, tol, init, **kwargs)
+        if isinstance(skill_prior, str):
+            if skill_prior not in ("none", "empirical"):
+                raise InputError(f"unknown skill_prior {skill_prior!r}; use 'none', "
+                                 "'empirical' or a pair (a, b)", field="skill_prior")
+        elif len(skill_prior) != 2 or min(skill_prior) <= 0:
+            raise InputError("skill_prior (a, b) must be two positive numbers",
+                             field="skill_prior")
+        self.skill_prior = skill_prior
+        self.skill_prior_: tuple[float, float] | None = None
+
+    def _fit_encoded(self, encoded: EncodedLabels, gold: np.ndarray) -> np.ndarray:
+        if self.skill_prior == "none":
+            return super()._fit_encoded(encoded, gold)
+        mats = label_matrices(encoded, self.dtype)
+        # Reads that inform the accuracies: on gold items, and on items read more than once.
+        informs = ((gold >= 0) | (mats.n_per_item > 1)).astype(self.dtype)
+        self._informed = np.asarray(mats.by_pair @ informs).reshape(mats.pair_counts.shape)
+        proba = vote_shares(encoded, self.dtype)
+        clamp_gold(proba, gold)
+        priors = self._class_priors(proba)
+        conf = self._confusion(soft_counts(mats, proba * informs[:, None]), mats)
+        previous = self._skills
+        n_done = 0
+        for _ in range(self.n_iter):
+            proba = e_step(mats, safe_log(conf), priors)
+            clamp_gold(proba, gold)
+            priors = self._class_priors(proba)
+            conf = self._confusion(soft_counts(mats, proba * informs[:, None]), mats)
+            n_done += 1
+            moved = float(np.max(np.abs(self._skills - previous), initial=0.0))
+            previous = self._skills
+            if moved < self.tol:
+                break
+        self.n_iter_ = n_done
+        self.loss_history_ = []
+        self._store_params(encoded, conf, priors)
+        return np.asarray(proba, dtype=np.float64)
 
     def _confusion(self, counts: np.ndarray, mats: LabelMatrices) -> np.ndarray:
         A, K, _ = counts.shape
         n_labels = mats.pair_counts.sum(axis=1)
         agree = np.einsum("wkk->w", counts)
-        skills = agree / np.maximum(n_labels, 1)
+        if self.skill_prior != "none":
+            n_labels = self._informed.sum(axis=1)
+        if self.skill_prior == "none":
+            skills = agree / np.maximum(n_labels, 1)
+        else:
+            prior = (fit_beta_prior(agree, n_labels) if self.skill_prior == "empirical"
+                     else (float(self.skill_prior[0]), float(self.skill_prior[1])))
+            if prior is None:  # fewer than two readers informed: a flat Beta(1, 1)
+                prior = (1.0, 1.0)
+            self.skill_prior_ = prior
+            a, b = prior
+            skills = (agree + a) / np.maximum(n_labels + a + b, 1e-12)
         self._skills = skills
         if K == 1:
             return np.ones((A, 1, 1))
