@@ -75,7 +75,8 @@ def test_cost_per_final_label(workspace: Workspace, seeded: Seeded) -> None:
     empty = c.get(f"{BASE}/cost", headers=h["manager"])
     assert empty.status_code == 200
     assert empty.json() == {"by_policy": [], "by_class": [],
-                            "known_answer": {"reads": 0, "minutes": 0.0}}
+                            "known_answer": {"reads": 0, "minutes": 0.0},
+                            "class_counting": "final_class"}
     assert c.get(f"{BASE}/cost", headers=h["annotator"]).status_code == 403
     c.post(f"{BASE}/tasks/enqueue", json={}, headers=h["padmin"])
     # Both items read twice and agreed on: two final labels, two reads each.
@@ -87,7 +88,8 @@ def test_cost_per_final_label(workspace: Workspace, seeded: Seeded) -> None:
                        headers=h[reader])
             assert r.status_code == 200
     body = c.get(f"{BASE}/cost", headers=h["auditor"]).json()
-    assert [row["group"] for row in body["by_class"]] == ["normal"]
+    assert [(row["group"], row["items"], row["in_other_classes"])
+            for row in body["by_class"]] == [("normal", 2, 0)]
     row = body["by_policy"][0]
     assert row["group"].endswith("v1") and row["items"] == 2
     assert row["labels_per_item"] == 2.0 and row["minutes_per_item"] == pytest.approx(3.0)

@@ -461,6 +461,20 @@ def test_reviewer_edits_the_annotators_boxes(browser: Any, server: Any) -> None:
     original = by_author["ana"]["payload"]["objects"][0]
     assert kept["bbox"] == pytest.approx(original["bbox"], abs=0.05)
 
+    # The manager's cost panel counts the item in both classes its final label shows, and
+    # says the class rows may add up to more items than the policy rows.
+    page = sign_in(browser, server, "max", "/dashboard?project=boxreview")
+    page.wait_for_selector("#cost .cost-classes tbody tr", timeout=20000)
+    heads = page.locator("#cost .cost-classes thead th").all_inner_texts()
+    assert heads[0] == "class present" and heads[-1] == "also in other classes"
+    cells = [r.locator("td").all_inner_texts()
+             for r in page.locator("#cost .cost-classes tbody tr").all()]
+    assert [(c[0], c[1], c[-1]) for c in cells] == [("nodule", "1", "1"), ("mass", "1", "1")]
+    assert "may add up to more items than the policy rows" in page.inner_text(
+        "#cost-class-note")
+    assert not page.errors
+    page.close()
+
 
 def test_skip_and_flag_in_the_browser(browser: Any, server: Any) -> None:
     item = server.items["unclear"]

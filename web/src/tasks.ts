@@ -262,12 +262,17 @@ export interface CostRow {
   minutes_per_item: number;
   est_accuracy: number | null;
   adjudicated: number;
+  /** Class rows: items of the row that count in another class row too; null on policy rows. */
+  in_other_classes: number | null;
 }
 
 export interface CostReport {
   by_policy: CostRow[];
   by_class: CostRow[];
   known_answer: { reads: number; minutes: number };
+  /** final_class: one final class per item; each_class_present: every class in its final
+   * label (multi-label, geometric), so class rows may add up to more items. */
+  class_counting: 'final_class' | 'each_class_present';
 }
 
 export interface ClassAgreement {

@@ -472,11 +472,22 @@ def requeue_cmd(
 @app.command("cost")
 @handle_errors
 def cost_cmd(project: Project, workspace: WorkspaceOption = None) -> None:
-    """Labels and reader-minutes per item and estimated accuracy, per policy and per class."""
+    """Labels and reader-minutes per item and estimated accuracy, per policy and per class
+    (multi-label and geometric projects: an item counts in every class present in its final
+    label)."""
     with open_workspace(workspace) as ws, ws.sessions() as s:
         report = analysis.cost_report(s, projects.get_project(s, project))
     console.print(_table(report["by_policy"], "Per policy", index=True))
-    console.print(_table(report["by_class"], "Per class (final label)", index=True))
+    if report["class_counting"] == analysis.EACH_CLASS_PRESENT:
+        console.print(_table(report["by_class"], "Per class present in the final label",
+                             index=True))
+        console.print(f"An item counts in every class present in its final label (its objects' "
+                      f"classes or its set of labels; {analysis.NO_CLASS}: none), so the class "
+                      f"rows may add up to more items than the policy rows; in_other_classes: "
+                      f"items of the row that count in another class too.")
+    else:
+        console.print(_table(report["by_class"].drop(columns="in_other_classes"),
+                             "Per class (final label)", index=True))
     console.print(_table(report["known_answer"], "Known-answer reads (calibration and gold)"))
 
 

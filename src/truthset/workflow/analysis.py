@@ -9,7 +9,8 @@
 - :func:`requeue_for_guideline`: after a guideline change, send the items it affects back to be
   read again under the new version (their old consensus is superseded, old reads kept);
 - :func:`cost_report`: labels per item, reader-minutes per item and estimated accuracy, per
-  policy and per class;
+  policy and per class (on multi-label and geometric projects an item counts in every class
+  present in its final label);
 - :func:`class_agreement`: agreement on each class against the rest (one-vs-rest) over the
   readers' current labels, with bootstrap confidence intervals.
 
@@ -40,7 +41,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -433,12 +434,63 @@ def requeue_for_guideline(session: Session, project: Project, *,
     return done
 
 
-def cost_report(session: Session, project: Project) -> dict[str, pd.DataFrame]:
-    """Cost and estimated quality of the finished items, ``by_policy`` and ``by_class``:
-    ``items, labels_per_item`` (reads, reviews and adjudications), ``minutes_per_item``
-    (reader time recorded with each submit), ``est_accuracy`` (mean posterior of the final
-    label; an adjudicated or reviewed label counts as 1.0) and ``adjudicated`` (share).
-    ``known_answer`` gives the reads spent on gold and calibration items."""
+#: How :func:`cost_report` counts items in its class rows: by their one final class
+#: (single-label and ordinal schemas), or in every class present in the final label
+#: (multi-label and geometric schemas: an item may count in several rows).
+FINAL_CLASS, EACH_CLASS_PRESENT = "final_class", "each_class_present"
+#: The class row of items whose final label names no class (no object, an empty label set).
+NO_CLASS = "(no class)"
+COST_COLUMNS = ["items", "labels_per_item", "minutes_per_item", "est_accuracy", "adjudicated"]
+
+
+class CostReport(TypedDict):
+    """What :func:`cost_report` returns."""
+
+    by_policy: pd.DataFrame
+    by_class: pd.DataFrame
+    known_answer: pd.DataFrame
+    class_counting: str
+
+
+def _final_classes(label: Mapping[str, Any] | None, shape: str) -> list[str]:
+    """The classes an item counts in: its final class, or every distinct class of its
+    objects (without the minority) or its label set; ``[NO_CLASS]`` when it names none."""
+    label = label or {}
+    if shape == "single":
+        named = [str(label["label"])] if label.get("label") is not None else []
+    else:
+        named = list(dict.fromkeys(named_classes(
+            {k: v for k, v in label.items() if k != "minority"})))
+    return named or [NO_CLASS]
+
+
+def cost_report(session: Session, project: Project) -> CostReport:
+    """Cost and estimated quality of the finished items, ``by_policy`` and ``by_class``.
+
+    Columns: ``items``, ``labels_per_item`` (reads, reviews and adjudications),
+    ``minutes_per_item`` (reader time recorded with each submit), ``est_accuracy`` and
+    ``adjudicated`` (share); ``by_class`` adds ``in_other_classes``.
+
+    - Per policy version, every finished item counts once; ``est_accuracy`` is the mean
+      confidence the workflow stored with the final label (single-label: the posterior of the
+      final class; multi-label: the certainty of its least certain class; box, polygon: the
+      mean pairwise matched F1 of the reads; mask: their mean Dice); an adjudicated or reviewed
+      label counts as 1.0, a label stored without a confidence as 1.0.
+    - Per class (``class_counting``): on single-label and ordinal projects an item counts in
+      its final class (:data:`FINAL_CLASS`). On multi-label and geometric projects it counts in
+      **every** class present in its final label — its objects' classes (the minority left
+      out) or its set of labels — (:data:`EACH_CLASS_PRESENT`), and in :data:`NO_CLASS` when it
+      names none; so the class rows may add up to more items than the policy rows.
+      ``in_other_classes`` is how many of a row's items count in another class row too. An
+      item's labels and minutes count whole in each of its classes. ``est_accuracy`` per class:
+      multi-label, the posterior probability that the class is present (stored with the
+      consensus); geometric, the item's mean pairwise F1 / Dice; expert labels 1.0.
+
+    Rows of ``by_class`` follow the schema's class order (classes no longer in the schema
+    after them, then :data:`NO_CLASS`). ``known_answer`` gives the reads spent on gold and
+    calibration items.
+    """
+    shape = _shape(session, project)
     outcomes = pd.DataFrame(session.execute(
         select(TaskOutcome.item_id, TaskOutcome.outcome, TaskOutcome.policy_version,
                TaskOutcome.time_spent_s).where(TaskOutcome.project_id == project.id)).all(),
@@ -448,13 +500,14 @@ def cost_report(session: Session, project: Project) -> dict[str, pd.DataFrame]:
         "reads": [int(known.sum())],
         "minutes": [float(outcomes.loc[known, "time_spent_s"].fillna(0).sum() / 60)],
     })
+    counting = FINAL_CLASS if shape == "single" else EACH_CLASS_PRESENT
     work = outcomes[~known]
     latest = pd.DataFrame(session.execute(
         select(Consensus.item_id, Consensus.label, Consensus.method, Consensus.confidence,
-               Consensus.status).where(Consensus.id.in_(
+               Consensus.posterior, Consensus.status).where(Consensus.id.in_(
                    select(func.max(Consensus.id)).where(Consensus.project_id == project.id)
                    .group_by(Consensus.item_id)))).all(),
-        columns=["item_id", "label", "method", "confidence", "status"])
+        columns=["item_id", "label", "method", "confidence", "posterior", "status"])
     latest = latest[latest["status"] == "final"]
     names: dict[int, dict[str, Any]] = dict(session.execute(
         select(PolicyVersion.version, PolicyVersion.definition).where(
@@ -464,25 +517,44 @@ def cost_report(session: Session, project: Project) -> dict[str, pd.DataFrame]:
         policy_version=("policy_version", "max"))
     frame = latest.set_index("item_id").join(per_item, how="inner")
     if frame.empty:
-        empty = pd.DataFrame(columns=["items", "labels_per_item", "minutes_per_item",
-                                      "est_accuracy", "adjudicated"])
-        return {"by_policy": empty, "by_class": empty.copy(), "known_answer": overhead}
+        empty = pd.DataFrame(columns=COST_COLUMNS)
+        return {"by_policy": empty,
+                "by_class": pd.DataFrame(columns=[*COST_COLUMNS, "in_other_classes"]),
+                "known_answer": overhead, "class_counting": counting}
     expert = frame["method"].isin([ADJUDICATION_SOURCE, "review"])
+    frame["expert"] = expert
     frame["est"] = np.where(expert, 1.0, frame["confidence"].astype(float).fillna(1.0))
     frame["adjudicated"] = frame["method"] == ADJUDICATION_SOURCE
-    frame["class"] = frame["label"].map(lambda v: (v or {}).get("label"))
     frame["policy"] = frame["policy_version"].map(
         lambda v: f"{(names.get(int(v)) or {}).get('name', 'default')} v{int(v)}"
         if pd.notna(v) and int(v) in names else "default v0")
+    by_policy = frame.groupby("policy").agg(
+        items=("labels", "size"), labels_per_item=("labels", "mean"),
+        minutes_per_item=("minutes", "mean"), est_accuracy=("est", "mean"),
+        adjudicated=("adjudicated", "mean"))
 
-    def summarise(by: str) -> pd.DataFrame:
-        return frame.groupby(by).agg(
-            items=("labels", "size"), labels_per_item=("labels", "mean"),
-            minutes_per_item=("minutes", "mean"), est_accuracy=("est", "mean"),
-            adjudicated=("adjudicated", "mean"))
-
-    return {"by_policy": summarise("policy"), "by_class": summarise("class"),
-            "known_answer": overhead}
+    rows = []
+    for record in frame.itertuples():
+        classes = _final_classes(record.label, shape)
+        posterior = dict(record.posterior or {})
+        for cls in classes:
+            est = float(record.est)
+            if shape == "multi" and not record.expert and cls in posterior:
+                est = float(posterior[cls])  # P(present) of a class in the final label set
+            rows.append({"class": cls, "labels": record.labels, "minutes": record.minutes,
+                         "est": est, "adjudicated": record.adjudicated,
+                         "shared": len(classes) > 1})
+    by_class = pd.DataFrame(rows).groupby("class").agg(
+        items=("labels", "size"), labels_per_item=("labels", "mean"),
+        minutes_per_item=("minutes", "mean"), est_accuracy=("est", "mean"),
+        adjudicated=("adjudicated", "mean"), in_other_classes=("shared", "sum"))
+    by_class["in_other_classes"] = by_class["in_other_classes"].astype(int)
+    schema_order = list(rules(session, project).schema.class_names)
+    order = ([c for c in schema_order if c in by_class.index]
+             + sorted(c for c in by_class.index if c not in schema_order and c != NO_CLASS)
+             + ([NO_CLASS] if NO_CLASS in by_class.index else []))
+    return {"by_policy": by_policy, "by_class": by_class.loc[order],
+            "known_answer": overhead, "class_counting": counting}
 
 
 def class_agreement(session: Session, project: Project, *, metric: str = "krippendorff",

@@ -201,10 +201,17 @@ export async function dashboardPage(root: HTMLElement, ctx: PageCtx): Promise<Cl
       r.group, String(r.items), fmtNum(r.labels_per_item, 2), fmtNum(r.minutes_per_item, 2), fmtNum(r.est_accuracy, 3), `${(100 * r.adjudicated).toFixed(0)}%`,
     ]);
     const heads = ['items', 'labels / item', 'reader-minutes / item', 'est. accuracy', 'adjudicated'];
+    // Multi-label and geometric projects: an item counts in every class present in its final
+    // label, so the class rows say how many of their items count elsewhere too.
+    const each = cost.class_counting === 'each_class_present';
     grid.append(panel('Cost per final label',
       cost.by_policy.length ? h('div#cost', null,
         table(['policy', ...heads], rows(cost.by_policy)),
-        table(['class', ...heads], rows(cost.by_class))) : h('p.muted', null, 'No final labels yet.'),
+        each
+          ? table(['class present', ...heads, 'also in other classes'], rows(cost.by_class).map((cells, k) => [...cells, String(cost.by_class[k].in_other_classes ?? 0)]), 'cost-classes')
+          : table(['class', ...heads], rows(cost.by_class), 'cost-classes'),
+        each ? h('p.muted#cost-class-note', null, 'An item counts in every class present in its final label (its objects\' classes or its set of labels; "(no class)": none), so the class rows may add up to more items than the policy rows. Estimated accuracy per class: the posterior that the class is present (multi-label) or the item\'s agreement between readers (boxes, polygons, masks); adjudicated and reviewed labels count 1.') : null)
+        : h('p.muted', null, 'No final labels yet.'),
       h('p.muted', null, `known-answer overhead: ${cost.known_answer.reads} reads, ${fmtNum(cost.known_answer.minutes, 1)} reader-minutes`)));
   }
 

@@ -180,6 +180,9 @@ class CostRowOut(BaseModel):
     minutes_per_item: float
     est_accuracy: float | None
     adjudicated: float
+    in_other_classes: int | None = Field(
+        None, description="Class rows: how many of the row's items count in another class row "
+                          "too (multi-label and geometric projects); null on policy rows.")
 
 
 class KnownAnswerCostOut(BaseModel):
@@ -190,11 +193,16 @@ class KnownAnswerCostOut(BaseModel):
 
 
 class CostOut(BaseModel):
-    """Cost per final label, by policy version and by final class."""
+    """Cost per final label, by policy version and by class."""
 
     by_policy: list[CostRowOut]
     by_class: list[CostRowOut]
     known_answer: KnownAnswerCostOut
+    class_counting: str = Field(
+        description="final_class: each item counts in its one final class (single-label and "
+                    "ordinal); each_class_present: in every class present in its final label "
+                    "(multi-label, geometric; '(no class)' when none), so class rows may add up "
+                    "to more items than the policy rows.")
 
 
 class DisagreementClassOut(BaseModel):
@@ -391,26 +399,30 @@ def queue_overview(key: Key, ctx: CtxDep) -> QueueOverviewOut:
 
 
 def _cost_rows(frame: Any) -> list[CostRowOut]:
+    shared = "in_other_classes" in frame.columns
     return [CostRowOut(group=str(group), items=int(row["items"]),
                        labels_per_item=float(row["labels_per_item"]),
                        minutes_per_item=float(row["minutes_per_item"]),
                        est_accuracy=_none(float(row["est_accuracy"])),
-                       adjudicated=float(row["adjudicated"]))
+                       adjudicated=float(row["adjudicated"]),
+                       in_other_classes=int(row["in_other_classes"]) if shared else None)
             for group, row in frame.iterrows()]
 
 
 @router.get("/cost", response_model=CostOut)
 def cost(key: Key, ctx: CtxDep) -> CostOut:
     """Cost per final label: items, labels and reader-minutes per item, estimated accuracy and
-    the adjudicated share, by policy version and by class; and the known-answer overhead
-    (managers, administrators, auditors)."""
+    the adjudicated share, by policy version and by class (on multi-label and geometric
+    projects an item counts in every class present in its final label); and the known-answer
+    overhead (managers, administrators, auditors)."""
     project, _ = load_project(ctx, key, Action.STATS_READ)
     report = analysis.cost_report(ctx.session, project)
     known = report["known_answer"].iloc[0]
     return CostOut(by_policy=_cost_rows(report["by_policy"]),
                    by_class=_cost_rows(report["by_class"]),
                    known_answer=KnownAnswerCostOut(reads=int(known["reads"]),
-                                                   minutes=float(known["minutes"])))
+                                                   minutes=float(known["minutes"])),
+                   class_counting=report["class_counting"])
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:
