@@ -2,16 +2,25 @@
 
 Run::
 
-    .venv/bin/python bench/bench_policies.py [--items 2000] [--seeds 5] [--out FILE]
+    .venv/bin/python bench/bench_policies.py [--items 2000] [--seeds 5] [--first-seed 0]
+        [--tune] [--out FILE]
 
 1. **Simulated** (the issue's set-up): 5 classes, 30 readers whose accuracies are drawn from
    Beta(6, 2) (mean 0.75), ``--items`` items with uniformly drawn true classes; each policy runs
    through :func:`truthset.workflow.simulate.run_policy` (the same ``decide()`` the services
-   use) for ``--seeds`` seeds. Baseline: ``consensus`` with k=5 and majority vote.
+   use) for ``--seeds`` seeds from ``--first-seed``. Baseline: ``consensus`` with k=5 and
+   majority vote. Each seed draws the true classes, then the reader pool, then the calibration
+   answers, so every policy of a seed meets the same readers and items (a paired comparison).
+   A ``known accuracies`` row runs the adaptive rule with every reader's true accuracy in the
+   posterior: the most any estimate of them can give.
 2. **Replay** of the public crowd datasets in ``../shared/data/crowd`` (those with a reference):
    every policy asks for reads, and each read reveals the item's next recorded label (in a
-   shuffled order, 3 seeds); an item that runs out of recorded labels is settled with what it
-   has. Accuracy is over the items with a reference answer.
+   shuffled order, 3 shuffles from ``--first-seed``); an item that runs out of recorded labels is
+   settled with what it has. Accuracy is over the items with a reference answer.
+
+``--tune`` runs instead every setting tried while choosing the adaptive options (the grid
+``TUNING``), on seeds 100–104 and shuffles 100–102 unless ``--first-seed`` says otherwise: the
+settings reported by the default run were chosen there, never on the seeds they are reported on.
 
 Prints Markdown tables (mean over seeds; labels = reads per item, calibration reads shown apart).
 """
@@ -19,6 +28,7 @@ Prints Markdown tables (mean over seeds; labels = reads per item, calibration re
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -29,9 +39,11 @@ import pandas as pd
 
 from truthset.domain.policy import Policy, parse_policy
 from truthset.domain.schema import RiskLevel
+from truthset.workflow.engine import ItemState, decide
 from truthset.workflow.simulate import (
     LabelSource,
     RecordedLabels,
+    SimReader,
     SimulatedReaders,
     parse_readers,
     run_policy,
@@ -42,52 +54,150 @@ if not CROWD.is_dir():
     CROWD = Path(__file__).resolve().parents[1] / "tests" / "data" / "crowd"
 
 BASELINE = "consensus k=5, mv"
+
+
+def adaptive(m: int, k_max: int, target: float, method: str, **fields: str) -> str:
+    """An adaptive policy's YAML (reads accepted at ``k_max``)."""
+    extra = "".join(f"{key}: {value}\n" for key, value in fields.items())
+    return (f"workflow: adaptive\nm: {m}\nk_max: {k_max}\ntarget: {target}\n"
+            f"method: {method}\non_exhausted: accept\n{extra}")
+
+
+#: ``reader_prior: empirical`` and ``class_prior: uniform`` (the adaptive posterior options).
+SHRUNK = {"reader_prior": "empirical", "class_prior": "uniform"}
 POLICIES: dict[str, str] = {
     "consensus k=3, mv": "workflow: consensus\nk: 3\ntarget: 0\n",
     BASELINE: "workflow: consensus\nk: 5\ntarget: 0\n",
-    "adaptive m=2..7, onecoin 0.8": "workflow: adaptive\nm: 2\nk_max: 7\ntarget: 0.8\n"
-                                    "method: onecoin\non_exhausted: accept\n",
-    "adaptive m=2..7, onecoin 0.9": "workflow: adaptive\nm: 2\nk_max: 7\ntarget: 0.9\n"
-                                    "method: onecoin\non_exhausted: accept\n",
-    "adaptive m=2..5, mv 0.6": "workflow: adaptive\nm: 2\nk_max: 5\ntarget: 0.6\n"
-                               "method: mv\non_exhausted: accept\n",
-    "adaptive m=2..7, mv 0.7": "workflow: adaptive\nm: 2\nk_max: 7\ntarget: 0.7\n"
-                               "method: mv\non_exhausted: accept\n",
+    "adaptive m=2..7, onecoin 0.8": adaptive(2, 7, 0.8, "onecoin"),
+    "adaptive m=2..7, onecoin 0.9": adaptive(2, 7, 0.9, "onecoin"),
+    "adaptive m=2..5, mv 0.6": adaptive(2, 5, 0.6, "mv"),
+    "adaptive m=2..7, mv 0.7": adaptive(2, 7, 0.7, "mv"),
+    "adaptive m=2..7, onecoin 0.8, shrunk": adaptive(2, 7, 0.8, "onecoin", **SHRUNK),
+    "adaptive m=2..7, onecoin 0.9, shrunk": adaptive(2, 7, 0.9, "onecoin", **SHRUNK),
 }
 #: Calibration items read up front by every reader (estimates each reader's accuracy).
-CALIBRATED = {
+CALIBRATED: dict[str, tuple[str, int]] = {
     "adaptive m=2..7, onecoin 0.8 + 20 calibration": (POLICIES["adaptive m=2..7, onecoin 0.8"],
                                                        20),
-    "adaptive m=1..7, onecoin 0.9 + 20 calibration": (
-        "workflow: adaptive\nm: 1\nk_max: 7\ntarget: 0.9\nmethod: onecoin\n"
-        "on_exhausted: accept\n", 20),
+    "adaptive m=1..7, onecoin 0.9 + 20 calibration": (adaptive(1, 7, 0.9, "onecoin"), 20),
+    "adaptive m=1..7, onecoin 0.88, shrunk + 20 calibration": (
+        adaptive(1, 7, 0.88, "onecoin", **SHRUNK), 20),
+    "adaptive m=1..7, onecoin 0.9, shrunk + 20 calibration": (
+        adaptive(1, 7, 0.9, "onecoin", **SHRUNK), 20),
+}
+#: Rows of the adaptive rule with every reader's true accuracy in the posterior.
+KNOWN_ACCURACIES: dict[str, tuple[str, int]] = {
+    f"known accuracies, m=1..7, {t}": (adaptive(1, 7, t, "onecoin"), 0) for t in (0.88, 0.9)
 }
 
 
-def simulated(items: int, seeds: int) -> pd.DataFrame:
-    """Mean accuracy and labels per item of every policy over ``seeds`` simulated pools."""
+def _tuning() -> dict[str, tuple[str, int]]:
+    """Every setting tried while choosing the adaptive options: name -> (policy, calibration)."""
+    grid: dict[str, tuple[str, int]] = {BASELINE: (POLICIES[BASELINE], 0)}
+    posteriors = {"ML": {}, "prior": {"reader_prior": "empirical"},
+                  "uniform": {"class_prior": "uniform"}, "prior+uniform": SHRUNK}
+    for label, fields in posteriors.items():
+        for target in (0.84, 0.86, 0.88, 0.9, 0.92):
+            grid[f"m=1, onecoin {label} {target} + 20 cal"] = (
+                adaptive(1, 7, target, "onecoin", **fields), 20)
+        for n_cal in (0, 20):
+            for target in (0.8, 0.85, 0.9):
+                grid[f"m=2, onecoin {label} {target}" + (" + 20 cal" if n_cal else "")] = (
+                    adaptive(2, 7, target, "onecoin", **fields), n_cal)
+    for target in (0.88, 0.9):
+        grid[f"m=1, ds {target} + 20 cal"] = (adaptive(1, 7, target, "ds"), 20)
+        grid[f"m=1, ds uniform {target} + 20 cal"] = (
+            adaptive(1, 7, target, "ds", class_prior="uniform"), 20)
+    for target in (0.84, 0.86, 0.88, 0.9, 0.92):
+        grid[f"known accuracies, m=1..7, {target}"] = (adaptive(1, 7, target, "onecoin"), 0)
+    for target in (0.8, 0.85, 0.9):
+        grid[f"known accuracies, m=2..7, {target}"] = (adaptive(2, 7, target, "onecoin"), 0)
+    return grid
+
+
+TUNING = _tuning()
+#: Replayed in tuning: the uncalibrated adaptive settings (replays have no calibration items).
+TUNING_REPLAY: dict[str, str] = {
+    BASELINE: POLICIES[BASELINE],
+    **{f"m=2, onecoin {label} {t}": adaptive(2, 7, t, "onecoin", **fields)
+       for label, fields in (("ML", {}), ("prior", {"reader_prior": "empirical"}),
+                             ("uniform", {"class_prior": "uniform"}),
+                             ("prior+uniform", SHRUNK))
+       for t in (0.8, 0.9, 0.95)},
+    "m=2, mv 0.6 (k_max 5)": POLICIES["adaptive m=2..5, mv 0.6"],
+    "m=2, mv 0.7": POLICIES["adaptive m=2..7, mv 0.7"],
+}
+
+
+def _pool(seed: int, items: int, n_cal: int, classes: list[str]
+          ) -> tuple[dict[str, str], dict[str, str], list[SimReader], np.random.Generator]:
+    """One seed's true classes, calibration answers and reader pool (the same for every
+    policy: the pool is drawn before the calibration answers), and the generator for reads."""
+    rng = np.random.default_rng(seed)
+    truth = {f"i{k}": classes[int(rng.integers(5))] for k in range(items)}
+    pool = parse_readers("30:beta(6,2)", rng)
+    calib = {f"cal{k}": classes[int(rng.integers(5))] for k in range(n_cal)}
+    return truth, calib, pool, rng
+
+
+def known_accuracies(policy: Policy, classes: list[str], truth: dict[str, str],
+                     pool: list[SimReader], rng: np.random.Generator) -> dict[str, float]:
+    """The adaptive rule of ``policy`` with each reader's true accuracy in a one-coin posterior
+    (equal class frequencies): what a perfect estimate of the readers would give. Reads come
+    from the same :class:`SimulatedReaders` as in :func:`run_policy`, one round at a time."""
+    source = SimulatedReaders(pool, classes, truth, rng)
+    accuracy = {r.name: r.accuracy for r in pool}
+    risks = dict.fromkeys(classes, RiskLevel.LOW)
+    reads: dict[str, list[tuple[str, str]]] = {item: [] for item in truth}
+    final: dict[str, str | None] = {}
+    pending = list(truth)
+    while pending:
+        still = []
+        for item in pending:
+            got = reads[item]
+            like = np.ones(len(classes))
+            for reader, label in got:
+                a = accuracy[reader]
+                like *= np.where(np.array(classes) == label, a, (1 - a) / (len(classes) - 1))
+            post = dict(zip(classes, (like / like.sum()).tolist(), strict=True)) if got else None
+            decision = decide(policy, risks, ItemState(reads=tuple(got), posterior=post))
+            if decision.action != "read":
+                final[item] = decision.label
+                continue
+            for _ in range(decision.n):
+                read = source.read(item, {r for r, _l in got}, 1)
+                assert read is not None
+                got.append((read[0], read[1]))
+            still.append(item)
+        pending = still
+    return {"items": float(len(truth)), "calibration_labels": 0.0,
+            "accuracy": float(np.mean([final[i] == truth[i] for i in truth])),
+            "labels_per_item": float(np.mean([len(reads[i]) for i in truth]))}
+
+
+def simulated(items: int, seeds: list[int], runs: dict[str, tuple[str, int]]) -> pd.DataFrame:
+    """Accuracy and labels per item of every policy in ``runs`` on simulated pools."""
     rows = []
     classes = [f"c{k}" for k in range(5)]
     risks = dict.fromkeys(classes, RiskLevel.LOW)
-    runs: dict[str, tuple[str, int]] = {name: (text, 0) for name, text in POLICIES.items()}
-    runs.update(CALIBRATED)
     for name, (text, n_cal) in runs.items():
         policy = parse_policy(text)
-        for seed in range(seeds):
-            rng = np.random.default_rng(seed)
-            truth = {f"i{k}": classes[int(rng.integers(5))] for k in range(items)}
-            calib = {f"cal{k}": classes[int(rng.integers(5))] for k in range(n_cal)}
-            pool = parse_readers("30:beta(6,2)", rng)
-            source = SimulatedReaders(pool, classes, {**truth, **calib}, rng)
+        for seed in seeds:
+            truth, calib, pool, rng = _pool(seed, items, n_cal, classes)
             started = time.perf_counter()
-            result = run_policy(policy, classes, risks, list(truth), source, calibration=calib)
-            rows.append({"policy": name, "seed": seed, **result.summary,
+            if name.startswith("known accuracies"):
+                summary = known_accuracies(policy, classes, truth, pool, rng)
+            else:
+                source = SimulatedReaders(pool, classes, {**truth, **calib}, rng)
+                summary = run_policy(policy, classes, risks, list(truth), source,
+                                     calibration=calib).summary
+            rows.append({"policy": name, "seed": seed, **summary,
                          "seconds": time.perf_counter() - started})
     return pd.DataFrame(rows)
 
 
-def replay(name: str, seeds: int) -> pd.DataFrame:
-    """Every policy replayed on one recorded crowd dataset."""
+def replay(name: str, seeds: list[int], policies: dict[str, str]) -> pd.DataFrame:
+    """Every policy of ``policies`` replayed on one recorded crowd dataset."""
     labels = pd.read_csv(CROWD / name / "labels.csv", dtype=str)
     truth_frame = pd.read_csv(CROWD / name / "truth.csv", dtype=str)
     truth = dict(zip(truth_frame["item"], truth_frame["label"], strict=True))
@@ -98,9 +208,9 @@ def replay(name: str, seeds: int) -> pd.DataFrame:
     items = sorted(set(labels["item"]))
     risks = dict.fromkeys(classes, RiskLevel.LOW)
     rows = []
-    for policy_name, text in POLICIES.items():
+    for policy_name, text in policies.items():
         policy: Policy = parse_policy(text)
-        for seed in range(seeds):
+        for seed in seeds:
             source: LabelSource = RecordedLabels(labels, truth, np.random.default_rng(seed))
             result = run_policy(policy, classes, risks, items, source)
             rows.append({"dataset": name, "policy": policy_name, "seed": seed,
@@ -142,22 +252,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=None,
+                        help="first seed (default 0; 100 with --tune)")
+    parser.add_argument("--tune", action="store_true",
+                        help="run the tuning grid instead of the reported policies")
     parser.add_argument("--datasets", nargs="*",
                         default=["snow2008_rte", "snow2008_temp", "adult_ipeirotis"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    first = args.first_seed if args.first_seed is not None else (100 if args.tune else 0)
+    seeds = list(range(first, first + args.seeds))
+    runs = TUNING if args.tune else {**{n: (t, 0) for n, t in POLICIES.items()}, **CALIBRATED,
+                                     **KNOWN_ACCURACIES}
     started = time.perf_counter()
-    sim = summarise(simulated(args.items, args.seeds), ["policy"])
+    sim = summarise(simulated(args.items, seeds, runs), ["policy"])
+    what = "Tuning grid" if args.tune else "Simulated"
     parts = [f"Machine: {platform.processor() or platform.machine()}, Python "
              f"{platform.python_version()}; `python bench/bench_policies.py --items {args.items}"
-             f" --seeds {args.seeds}`\n",
-             f"### Simulated: 5 classes, 30 readers ~ Beta(6,2), {args.items} items, "
-             f"{args.seeds} seeds\n", markdown(sim)]
+             f" --seeds {args.seeds} --first-seed {first}{' --tune' if args.tune else ''}`; "
+             f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n",
+             f"### {what}: 5 classes, 30 readers ~ Beta(6,2), {args.items} items, "
+             f"seeds {seeds[0]}–{seeds[-1]}\n", markdown(sim)]
     if args.datasets:
-        frames = [replay(name, 3) for name in args.datasets]
+        shuffles = list(range(first, first + 3))
+        frames = [replay(name, shuffles, TUNING_REPLAY if args.tune else POLICIES)
+                  for name in args.datasets]
         rep = summarise(pd.concat(frames), ["dataset", "policy"])
-        parts += ["\n### Replay of recorded crowd labels (3 shuffles)\n", markdown(rep)]
-    parts.append(f"\nTotal time {time.perf_counter() - started:.0f} s.\n")
+        parts += [f"\n### Replay of recorded crowd labels (shuffles {shuffles[0]}–"
+                  f"{shuffles[-1]})\n", markdown(rep)]
+    parts.append(f"\nTotal time {time.perf_counter() - started:.0f} s; load average after: "
+                 f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}.\n")
     text = "\n".join(parts)
     print(text)
     if args.out:
