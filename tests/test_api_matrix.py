@@ -200,6 +200,19 @@ def _beta_job(world: World, _caller: str) -> dict[str, Any]:
         return {"job_id": job.id}
 
 
+def _jobs_of_both(world: World, caller: str) -> dict[str, Any]:
+    """A job of alpha, then a newer one of beta (which alpha's page must not list)."""
+    _job_row("succeeded")(world, caller)
+    _beta_job(world, caller)
+    return {}
+
+
+def _only_alpha_jobs(_world: World, _caller: str, reply: Any) -> None:
+    page = reply.json()
+    assert page["items"] and len(page["items"]) <= 2
+    assert {j["params"]["project"] for j in page["items"]} == {"alpha"}
+
+
 def _paused_class(world: World, _caller: str) -> dict[str, Any]:
     from truthset.store.models import ClassAutomation
 
@@ -438,6 +451,11 @@ EXPECT: dict[str, list[Probe]] = {
     # -- background jobs and pre-labelling oversight --
     "GET /api/v1/projects/{key}/jobs": [
         Probe("/api/v1/projects/alpha/jobs", MANAGE | AUDITORS),
+    ],
+    "GET /api/v1/projects/{key}/jobs/page": [
+        Probe("/api/v1/projects/alpha/jobs/page?limit=2", MANAGE | AUDITORS,
+              prepare=_jobs_of_both, check=_only_alpha_jobs,
+              label="newest first, never another project's job"),
     ],
     "POST /api/v1/projects/{key}/jobs": [
         Probe("/api/v1/projects/alpha/jobs", MANAGE, ok=(201,), check=_job_done,

@@ -291,6 +291,80 @@ def test_api_submit_poll_cancel(workspace: Workspace, tmp_path: Path) -> None:
     assert r.status_code == 422 and "not paused" in r.json()["detail"]
 
 
+def test_jobs_page_walks_a_projects_jobs_newest_first(workspace: Workspace) -> None:
+    statuses = ["queued", "running", "succeeded", "failed", "cancelled"]
+    with workspace.unit("admin") as s:
+        p = projects.create_project(s, key="p", name="P", schema_text=SCHEMA)
+        q = projects.create_project(s, key="q", name="Q", schema_text=SCHEMA)
+        boss = users.add_user(s, username="boss", role="annotator")
+        reader = users.add_user(s, username="r0", role="annotator")
+        memberships.add_member(s, p, boss, "manager")
+        memberships.add_member(s, p, reader, "annotator")
+        token = tokens.create_token(s, boss, name="t").secret
+        reader_token = tokens.create_token(s, reader, name="t").secret
+        # Eleven jobs of p interleaved with jobs of q (and one of no project).
+        mine: list[tuple[int, str]] = []
+        for k in range(11):
+            row = Job(kind="acceptance", params={"project": "p"}, project_id=p.id,
+                      status=statuses[k % 5], backend="inprocess", created_by="boss")
+            other = Job(kind="acceptance", params={"project": "q"}, project_id=q.id,
+                        status="running", backend="inprocess", created_by="boss")
+            s.add_all([row, other] + ([Job(kind="acceptance", params={}, status="running",
+                                           backend="inprocess")] if k == 5 else []))
+            s.flush()
+            mine.append((row.id, row.status))
+    # Independent truth: the ids written for p, newest (largest) first.
+    newest_first = [i for i, _ in sorted(mine, reverse=True)]
+    running = [i for i, st in sorted(mine, reverse=True) if st == "running"]
+
+    def walk(limit: int, status: str | None = None) -> tuple[list[int], list[int]]:
+        seen: list[int] = []
+        sizes: list[int] = []
+        cursor: str | None = None
+        while True:
+            with workspace.sessions() as s:
+                rows, cursor = jobs.jobs_page(s, projects.get_project(s, "p"), status=status,
+                                              cursor=cursor, limit=limit)
+            seen += [r.id for r in rows]
+            sizes.append(len(rows))
+            if cursor is None:
+                return seen, sizes
+    assert walk(4) == (newest_first, [4, 4, 3])
+    assert walk(11) == (newest_first, [11])
+    assert walk(50, "running") == (running, [len(running)])
+    with workspace.sessions() as s, pytest.raises(InputError) as err:
+        jobs.jobs_page(s, projects.get_project(s, "p"), cursor="not-a-cursor")
+    assert err.value.field == "cursor"
+    with workspace.sessions() as s, pytest.raises(InputError) as err:
+        jobs.jobs_page(s, projects.get_project(s, "p"), status="done")
+    assert err.value.field == "status"
+
+    # The API gives the same pages (and /jobs/page is not read as a job id).
+    c = client(workspace)
+    h = bearer(token)
+    got: list[int] = []
+    cursor: str | None = None
+    while True:
+        r = c.get("/api/v1/projects/p/jobs/page", headers=h,
+                  params={"limit": 5, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        got += [j["id"] for j in r.json()["items"]]
+        assert all(j["params"] == {"project": "p"} for j in r.json()["items"])
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert got == newest_first
+    r = c.get("/api/v1/projects/p/jobs/page", headers=h, params={"status": "running"})
+    assert [j["id"] for j in r.json()["items"]] == running
+    assert [j["status"] for j in r.json()["items"]] == ["running"] * len(running)
+    r = c.get("/api/v1/projects/p/jobs/page", headers=h, params={"status": "done"})
+    assert r.status_code == 422 and r.json()["field"] == "status"
+    r = c.get("/api/v1/projects/p/jobs/page", headers=h, params={"cursor": "zzz"})
+    assert r.status_code == 422 and r.json()["field"] == "cursor"
+    r = c.get("/api/v1/projects/p/jobs/page", headers=bearer(reader_token))
+    assert r.status_code == 403
+
+
 # -- procrastinate on PostgreSQL, with a separate worker process ----------------------------------
 @pytest.fixture
 def pg_workspace(tmp_path: Path, database_url: str) -> Iterator[Workspace]:

@@ -41,6 +41,7 @@ from truthset.domain.errors import (
     TruthsetError,
 )
 from truthset.store.models import Job, Project
+from truthset.store.pages import Page, paginate
 from truthset.workspace.workspace import Workspace
 
 log = logging.getLogger("truthset.jobs")
@@ -48,6 +49,8 @@ log = logging.getLogger("truthset.jobs")
 ENV_BACKEND = "TRUTHSET_JOBS_BACKEND"
 BACKENDS = ("inprocess", "procrastinate")
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+#: Every status a job can have, in the order of its life.
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class JobCancelled(TruthsetError):  # noqa: N818 - a signal, not an error
@@ -200,6 +203,44 @@ def list_jobs(session: Session, *, project: Project | None = None, status: str |
     if status is not None:
         stmt = stmt.where(Job.status == status)
     return list(session.scalars(stmt.order_by(Job.id.desc()).limit(max(1, min(limit, 1000)))))
+
+
+def jobs_page(session: Session, project: Project, *, status: str | None = None,
+              cursor: str | None = None, limit: int = 50) -> Page[Job]:
+    """One page of a project's jobs, latest first, and the cursor of the next page.
+
+    Parameters
+    ----------
+    session:
+        The open session.
+    project:
+        Whose jobs (a job of another project, or of none, is never listed).
+    status:
+        Only jobs in this status (one of :data:`STATUSES`); ``None``: all.
+    cursor:
+        ``next_cursor`` of the previous page; ``None`` for the first (newest) page.
+    limit:
+        Jobs per page.
+
+    Returns
+    -------
+    Page
+        The jobs below the cursor, newest first, and the next page's cursor (``None`` on
+        the last page).
+
+    Raises
+    ------
+    InputError
+        ``status`` is not a job status (field ``status``) or ``cursor`` is not one this
+        server issued (field ``cursor``).
+    """
+    stmt = select(Job).where(Job.project_id == project.id)
+    if status is not None:
+        if status not in STATUSES:
+            raise InputError(f"unknown job status {status!r}; choose {', '.join(STATUSES)}",
+                             field="status")
+        stmt = stmt.where(Job.status == status)
+    return paginate(session, stmt, Job.id, cursor=cursor, limit=limit, descending=True)
 
 
 def cancel(session: Session, job_id: int) -> Job:

@@ -9,8 +9,15 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from truthset.api.deps import CtxDep
-from truthset.api.models import Utc
-from truthset.api.routes.common import KEY_PATTERN, PREFIX, load_project
+from truthset.api.models import Page, Utc
+from truthset.api.routes.common import (
+    DEFAULT_PAGE,
+    KEY_PATTERN,
+    PREFIX,
+    Cursor,
+    Limit,
+    load_project,
+)
 from truthset.auth.policy import Action
 from truthset.jobs import service as jobs
 from truthset.prelabel import acceptance
@@ -143,6 +150,20 @@ def list_jobs(key: Key, ctx: CtxDep,
     project, _ = load_project(ctx, key, Action.STATS_READ)
     return [_out(j) for j in jobs.list_jobs(ctx.session, project=project, status=status,
                                             limit=limit)]
+
+
+# Declared before ``/jobs/{job_id}``, whose pattern would otherwise take ``page``.
+@router.get("/jobs/page", response_model=Page[JobOut])
+def jobs_page(key: Key, ctx: CtxDep, cursor: Cursor = None, limit: Limit = DEFAULT_PAGE,
+              status: Annotated[str | None, Query(max_length=16, description="Only jobs in "
+                                                  "this status: queued, running, succeeded, "
+                                                  "failed or cancelled.")] = None,
+              ) -> Page[JobOut]:
+    """The project's jobs, newest first, a page at a time (pass ``next_cursor`` as
+    ``cursor`` for older ones)."""
+    project, _ = load_project(ctx, key, Action.STATS_READ)
+    rows, nxt = jobs.jobs_page(ctx.session, project, status=status, cursor=cursor, limit=limit)
+    return Page[JobOut](items=[_out(j) for j in rows], next_cursor=nxt)
 
 
 @router.post("/jobs", response_model=JobOut, status_code=201)
