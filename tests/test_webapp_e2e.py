@@ -6,7 +6,8 @@ readers' objects overlaid (legend, toggles) and the fused consensus, starts from
 objects, edits them with the eraser and gives the final label with a reason; the final label and
 its provenance are checked through the API. Classification projects: two blinded readers
 disagree and the adjudicator resolves it; a reviewer corrects a read. Also skip/flag, releases,
-dashboards, the audit log, DICOMweb loading, three planes and a 3D brush, and lost sessions.
+dashboards, the audit log, DICOMweb loading, three planes and a 3D brush, lost sessions, and
+the jobs page (a running job followed, cancelled and started; no controls for others).
 Screenshots of the pages go to ``docs/screenshots/`` when ``TRUTHSET_SCREENSHOTS=1``.
 
 Needs the ``playwright`` package and Debian's ``chromium`` (never a downloaded browser); skips
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -29,6 +31,7 @@ import numpy as np
 import pytest
 
 from truthset.jobs.schedule import run_due
+from truthset.jobs.service import JobContext, JobKind, register_kind
 from truthset.store.models import utcnow
 from truthset.workflow.escalations import OVERDUE_CHECK
 from webapp_support import (
@@ -853,3 +856,189 @@ def test_brush_paints_a_3d_mask_in_three_planes(browser: Any, server: Any) -> No
     # The same voxels as the draft that was on screen before the reload.
     kept = json.loads(draft)["payload"]["objects"][0]["mask"]
     assert np.array_equal(decode_mask(kept), volume)
+
+
+# -- background jobs ------------------------------------------------------------------------------
+#: Steps the test allows the ``e2e-stepped`` job to take (one ``release()`` per step).
+_STEPS = threading.Semaphore(0)
+_STEPPED_TOTAL = 8
+
+
+def _stepped(ctx: JobContext) -> dict[str, Any]:
+    """A job that reports ``k / 8`` and then waits (at most 30 s) until the test lets it take
+    the next step: its progress moves exactly when the test says, and a cancellation is seen
+    at the next report, as in the real kinds."""
+    for k in range(_STEPPED_TOTAL):
+        ctx.progress(k, _STEPPED_TOTAL, f"{k} of {_STEPPED_TOTAL} steps done")
+        _STEPS.acquire(timeout=30)
+    return {"steps": _STEPPED_TOTAL}
+
+
+register_kind(JobKind("e2e-stepped", _stepped, lambda _params: None, "test: steps on demand"))
+
+
+def _queue_stepped(workspace: Any, project: str) -> int:
+    from truthset.jobs import service as jobs
+    from truthset.workspace import projects
+
+    with workspace.unit("max") as s:
+        return jobs.enqueue(workspace, s, "e2e-stepped", {"project": project},
+                            project=projects.get_project(s, project), actor="max").id
+
+
+def _set_hidden(page: Any, hidden: bool) -> None:
+    """Tell the page its tab is hidden (or visible again), as a browser does."""
+    page.evaluate("""(hidden) => {
+        if (hidden) {
+            Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});
+        } else {
+            delete document.hidden;
+        }
+        document.dispatchEvent(new Event('visibilitychange'));
+    }""", hidden)
+
+
+def test_jobs_page_follows_cancels_and_starts_jobs(browser: Any, server: Any) -> None:
+    from truthset.auth import memberships
+    from truthset.prelabel import service as prelabel
+    from truthset.workspace import projects, users
+
+    ws = server.workspace
+    with ws.unit("max") as s:
+        prelabel.register_model(s, projects.get_project(s, "triage"), name="thr", version="1",
+                                kind="classical", classes=["normal", "nodule"],
+                                config={"thresholds": {"nodule": [0.5, 1.0]},
+                                        "positive": "nodule", "negative": "normal"})
+    first = _queue_stepped(ws, "triage")
+    row = f"tr[data-job='{first}']"
+    try:
+        # An annotator has no Jobs page in the navigation; at its address, the API's refusal.
+        page = sign_in(browser, server, "ana", "/jobs?project=triage")
+        page.wait_for_selector("#jobs-error:has-text('Not allowed')", timeout=20000)
+        assert page.inner_text("#jobs-error") == \
+            "Not allowed: 'ana' may not stats.read in this project"
+        assert page.locator("nav a[data-nav=jobs]").count() == 0
+        assert page.locator(".job-cancel").count() == 0
+        assert page.locator("#job-start").count() == 0
+        assert not page.errors
+        page.close()
+
+        # The auditor follows the running job but has no control over it.
+        page = sign_in(browser, server, "audrey", "/jobs?project=triage")
+        page.wait_for_selector(f"{row}[data-status='running']", timeout=20000)
+        assert page.locator(".job-cancel").count() == 0
+        assert page.locator("#job-start").count() == 0
+        assert not page.errors
+        page.close()
+
+        # The manager sees its progress advance, step by step as the job reports it.
+        page = sign_in(browser, server, "max", "/dashboard?project=triage")
+        page.wait_for_selector("#dashboards .panel", timeout=20000)
+        page.click("nav a[data-nav=jobs]")
+        page.wait_for_selector(f"{row} .job-count:text-is('0 / 8')", timeout=20000)
+        assert page.get_attribute("#jobs", "data-polling") == "on"
+        for done in (1, 2):
+            _STEPS.release()
+            page.wait_for_selector(f"{row} .job-count:text-is('{done} / 8')", timeout=20000)
+            assert page.eval_on_selector(f"{row} progress", "p => [p.value, p.max]") == [done, 8]
+            assert page.inner_text(f"{row} .job-message") == f"{done} of 8 steps done"
+        client = api(server, "max")
+        try:
+            shown = client.get(f"/projects/triage/jobs/{first}").json()
+        finally:
+            client.close()
+        for cell, key in (("created", "created_at"), ("started", "started_at")):
+            at = datetime.fromisoformat(shown[key]).astimezone(UTC)
+            assert page.inner_text(f"{row} .job-{cell}") == f"{at:%Y-%m-%d %H:%M:%S} UTC"
+        assert page.inner_text(f"{row} .job-finished") == "—"
+        assert page.inner_text(f"{row} .job-by") == "max"
+
+        # A hidden tab asks nothing; shown again, it catches up at once.
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/jobs" in r.url else None)
+        _set_hidden(page, True)
+        page.wait_for_selector("#jobs[data-polling='paused']", timeout=5000)
+        asked.clear()
+        _STEPS.release()
+        page.wait_for_timeout(2500)
+        assert asked == [] and page.inner_text(f"{row} .job-count") == "2 / 8"
+        _set_hidden(page, False)
+        page.wait_for_selector(f"{row} .job-count:text-is('3 / 8')", timeout=10000)
+        shot(page, "jobs")
+
+        # Cancel: the running job is asked to stop, stops at its next report, and the page
+        # stops asking once nothing runs.
+        page.click(f"{row} .job-cancel")
+        page.wait_for_selector(f"{row} .job-status:text-is('running — cancelling')",
+                               timeout=10000)
+        assert page.locator(f"{row} .job-cancel").is_hidden()
+        _STEPS.release()
+        page.wait_for_selector(f"{row}[data-status='cancelled']", timeout=20000)
+        page.wait_for_selector("#jobs[data-polling='off']", timeout=20000)
+        client = api(server, "max")
+        try:
+            cancelled = client.get(f"/projects/triage/jobs/{first}").json()
+        finally:
+            client.close()
+        assert (cancelled["status"], cancelled["cancel_requested"]) == ("cancelled", True)
+        assert cancelled["progress"] == {"done": 4, "total": 8}
+        ended = datetime.fromisoformat(cancelled["finished_at"]).astimezone(UTC)
+        assert page.inner_text(f"{row} .job-finished") == f"{ended:%Y-%m-%d %H:%M:%S} UTC"
+
+        # Starting jobs: the registered model is offered; a bad export name is refused by the
+        # API, naming the parameter; a good one runs to its result.
+        page.select_option("#job-kind", "prelabel")
+        client = api(server, "max")
+        try:
+            (model,) = client.get("/projects/triage/prelabel/models").json()
+        finally:
+            client.close()
+        assert page.inner_text("#job-model option") == \
+            f"thr v1 (classical; {', '.join(model['classes'])})"
+        page.select_option("#job-kind", "export")
+        page.fill("#job-export-name", "../reads.csv")
+        page.click("#job-submit")
+        page.wait_for_selector("#job-start-error:has-text('params.name')", timeout=10000)
+        page.fill("#job-export-name", "triage-reads.csv")
+        page.click("#job-submit")
+        page.wait_for_selector("tr[data-job][data-status='succeeded'] .job-result"
+                               ":has-text('exports/triage-reads.csv')", timeout=20000)
+        exported = int(page.get_attribute(
+            "tr[data-status='succeeded']:has(.job-result:has-text('triage-reads.csv'))",
+            "data-job"))
+        client = api(server, "max")
+        try:
+            job = client.get(f"/projects/triage/jobs/{exported}").json()
+        finally:
+            client.close()
+        assert (job["kind"], job["status"], job["created_by"]) == ("export", "succeeded", "max")
+        assert job["params"] == {"name": "triage-reads.csv", "format": "csv",
+                                 "project": "triage"}
+        assert (ws.root / "exports" / "triage-reads.csv").is_file()
+
+        # A manager who lost the role meanwhile: the API refuses the cancel, said plainly.
+        # (Queued elsewhere while nothing ran: the page was not asking; Refresh asks now.)
+        second = _queue_stepped(ws, "triage")
+        page.click("#jobs-refresh")
+        page.wait_for_selector(f"tr[data-job='{second}'] .job-cancel:visible", timeout=20000)
+        with ws.unit("test") as s:
+            memberships.remove_member(s, projects.get_project(s, "triage"),
+                                      users.get_user(s, "max"), "manager")
+        try:
+            page.click(f"tr[data-job='{second}'] .job-cancel")
+            page.wait_for_selector("#jobs-error:has-text('Not allowed')", timeout=10000)
+            assert page.inner_text("#jobs-error").startswith("Not allowed: 'max' may not ")
+        finally:
+            with ws.unit("test") as s:
+                memberships.add_member(s, projects.get_project(s, "triage"),
+                                       users.get_user(s, "max"), "manager")
+        for _ in range(_STEPPED_TOTAL):
+            _STEPS.release()
+        from truthset.jobs.service import wait_for
+
+        assert wait_for(ws, second, timeout_s=30).status == "succeeded"
+        assert not page.errors
+        page.close()
+    finally:
+        for _ in range(2 * _STEPPED_TOTAL):  # never leave a job waiting on the test
+            _STEPS.release()

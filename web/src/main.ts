@@ -9,6 +9,7 @@ import { reviewPage } from './pages/review';
 import { adjudicatePage } from './pages/adjudicate';
 import { dashboardPage } from './pages/dashboard';
 import { releasesPage } from './pages/releases';
+import { jobsPage } from './pages/jobs';
 import { auditPage } from './pages/audit';
 
 /** What every page gets. */
@@ -30,6 +31,8 @@ const ROUTES: Record<string, { title: string; page: Page; roles?: string[] }> = 
   '/adjudicate': { title: 'Adjudicate', page: adjudicatePage, roles: ['adjudicator', 'manager', 'admin'] },
   '/dashboard': { title: 'Dashboards', page: dashboardPage },
   '/releases': { title: 'Releases', page: releasesPage },
+  // Who may read a project's jobs: stats.read in auth/policy.py (others get the API's refusal).
+  '/jobs': { title: 'Jobs', page: jobsPage, roles: ['manager', 'admin', 'auditor'] },
   '/audit': { title: 'Audit log', page: auditPage, roles: ['auditor', 'manager', 'admin'] },
 };
 
