@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from truthset.domain.errors import InputError
@@ -401,11 +401,9 @@ def _run_workflow(workspace: Workspace, rng: np.random.Generator, truth: dict[st
 
 def _final_labels(s: Session, project: Project) -> pd.Series:
     """External id -> final label of every item the workflow finished."""
-    latest = (select(Consensus.item_id, func.max(Consensus.id)).where(
-        Consensus.project_id == project.id).group_by(Consensus.item_id))
     rows = s.execute(select(Item.external_id, Consensus.label, Consensus.status)
                      .join(Consensus, Consensus.item_id == Item.id)
-                     .where(Consensus.id.in_(select(latest.subquery().c[1])))).all()
+                     .where(Consensus.id.in_(Consensus.latest_ids(project.id)))).all()
     return pd.Series({e: (lab or {}).get("label") for e, lab, st in rows if st == "final"},
                      dtype=object)
 

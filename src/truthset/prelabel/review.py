@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from truthset import audit
@@ -41,12 +41,11 @@ class LabelErrorReport:
 
 
 def _final_labels(session: Session, project: Project) -> pd.DataFrame:
-    latest = (select(Consensus.item_id, func.max(Consensus.id).label("cid"))
-              .where(Consensus.project_id == project.id).group_by(Consensus.item_id).subquery())
     rows = session.execute(
         select(Item.id, Item.external_id, Item.attributes, Consensus.label, Consensus.agreement,
                Consensus.input_annotation_ids, Consensus.status)
-        .join(latest, latest.c.item_id == Item.id).join(Consensus, Consensus.id == latest.c.cid)
+        .join(Consensus, Consensus.item_id == Item.id)
+        .where(Consensus.id.in_(Consensus.latest_ids(project.id)))
     ).all()
     return pd.DataFrame(
         [(i, e, (a or {}).get("split"), (lab or {}).get("label"), agr, len(ids or []))

@@ -26,9 +26,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Select,
     String,
     Text,
     UniqueConstraint,
+    func,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -210,6 +213,14 @@ class Consensus(Base):
     input_annotation_ids: Mapped[list[Any]] = mapped_column(default=list)
     status: Mapped[str] = mapped_column(String(16), default="final")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @classmethod
+    def latest_ids(cls, project_id: int) -> Select[int]:
+        """The id of each item's current (latest) consensus row in the project, as a query to
+        filter on: ``Consensus.id.in_(Consensus.latest_ids(project.id))``. Callers may narrow
+        it with ``.where(...)``."""
+        return (select(func.max(cls.id)).where(cls.project_id == project_id)
+                .group_by(cls.item_id))
 
 
 class Blob(Base):

@@ -45,7 +45,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from truthset import audit
@@ -211,8 +211,7 @@ def _pairwise_by_pair(session: Session, project: Project, min_shared: int) -> pd
 def _latest_labels(session: Session, project: Project) -> dict[int, dict[str, Any]]:
     return dict(session.execute(
         select(Consensus.item_id, Consensus.label).where(Consensus.id.in_(
-            select(func.max(Consensus.id)).where(Consensus.project_id == project.id)
-            .group_by(Consensus.item_id)))).all())
+            Consensus.latest_ids(project.id)))).all())
 
 
 def _pairwise_candidates(session: Session, project: Project, n: int) -> pd.DataFrame:
@@ -337,10 +336,7 @@ def guideline_candidates(session: Session, project: Project, *, n: int = 10) -> 
     if _shape(session, project) in PAIRWISE_SHAPES:
         return _pairwise_candidates(session, project, n)
     table = _reads(session, project)
-    latest: dict[int, dict[str, Any]] = dict(session.execute(
-        select(Consensus.item_id, Consensus.label).where(Consensus.id.in_(
-            select(func.max(Consensus.id)).where(Consensus.project_id == project.id)
-            .group_by(Consensus.item_id)))).all())
+    latest = _latest_labels(session, project)
     names = dict(session.execute(select(Item.id, Item.external_id).where(
         Item.project_id == project.id)).all())
     rows = []
@@ -505,8 +501,7 @@ def cost_report(session: Session, project: Project) -> CostReport:
     latest = pd.DataFrame(session.execute(
         select(Consensus.item_id, Consensus.label, Consensus.method, Consensus.confidence,
                Consensus.posterior, Consensus.status).where(Consensus.id.in_(
-                   select(func.max(Consensus.id)).where(Consensus.project_id == project.id)
-                   .group_by(Consensus.item_id)))).all(),
+                   Consensus.latest_ids(project.id)))).all(),
         columns=["item_id", "label", "method", "confidence", "posterior", "status"])
     latest = latest[latest["status"] == "final"]
     names: dict[int, dict[str, Any]] = dict(session.execute(

@@ -7,7 +7,7 @@ Writing them is :mod:`.annotations`, the queue and :mod:`.consensus`; who may se
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from truthset.domain.errors import NotFoundError
@@ -58,8 +58,7 @@ def current_consensus_page(session: Session, project: Project, *, cursor: str | 
     InputError
         ``cursor`` is not a cursor this server issued (field ``cursor``).
     """
-    latest = (select(func.max(Consensus.id)).where(Consensus.project_id == project.id)
-              .group_by(Consensus.item_id))
+    latest = Consensus.latest_ids(project.id)
     return paginate(session, select(Consensus).where(Consensus.id.in_(latest)), Consensus.id,
                     cursor=cursor, limit=limit)
 

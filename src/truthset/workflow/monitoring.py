@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from truthset.domain.errors import InputError
@@ -151,14 +151,14 @@ def final_payloads(session: Session, project: Project, *,
     """Item (external id) -> label payload of its latest consensus, where that consensus is
     final (``{"label": ...}``, ``{"labels": [...]}`` or ``{"objects": [...], ...}``); only the
     items one of ``authors`` (user ids) annotated, when given."""
-    latest = select(func.max(Consensus.id)).where(Consensus.project_id == project.id)
+    latest = Consensus.latest_ids(project.id)
     if authors is not None:
         latest = latest.where(Consensus.item_id.in_(select(Annotation.item_id).where(
             Annotation.project_id == project.id, Annotation.author_id.in_(list(authors)))))
     rows = session.execute(
         select(Item.external_id, Consensus.label, Consensus.status)
         .join(Item, Item.id == Consensus.item_id)
-        .where(Consensus.id.in_(latest.group_by(Consensus.item_id)))).all()
+        .where(Consensus.id.in_(latest))).all()
     return {external: label for external, label, status in rows
             if status == "final" and isinstance(label, dict)}
 

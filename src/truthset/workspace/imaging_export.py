@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from truthset import audit
@@ -59,9 +59,8 @@ def _labels(session: Session, project: Project, labels: str) -> tuple[dict[int, 
                                                                       str]:
     """Item id -> payload, and the observer name written into SR."""
     if labels == "consensus":
-        latest = (select(func.max(Consensus.id)).where(Consensus.project_id == project.id)
-                  .group_by(Consensus.item_id))
-        rows = session.scalars(select(Consensus).where(Consensus.id.in_(latest)))
+        rows = session.scalars(select(Consensus).where(
+            Consensus.id.in_(Consensus.latest_ids(project.id))))
         return {r.item_id: r.label for r in rows}, "consensus"
     user = session.scalar(select(User).where(User.username == labels))
     if user is None:
