@@ -198,10 +198,14 @@ def test_quarantine_clear_and_redact_are_permissioned_and_audited(tmp_path: Path
         with ws.unit("reader") as s:
             project = projects.get_project(s, "ct")
             assert quarantine.list_quarantined(s, project) == []
-            items = {i.external_id: i for i in s.scalars(select(Item))}
-            row = s.scalar(select(ImagingInstance).where(
-                ImagingInstance.sop_instance_uid == held[1]))
             events = {e.action: e for e in s.scalars(select(AuditEvent))}
+            # instance-mode items are named by their instance UID, which redaction renews
+            renamed = json.loads(events["quarantine.redact"].after)["sop_instance_uids"][held[1]]
+            items = {i.external_id: i for i in s.scalars(select(Item))}
+            assert held[1] not in items
+            items[held[1]] = items[renamed]
+            row = s.scalar(select(ImagingInstance).where(
+                ImagingInstance.sop_instance_uid == renamed))
             assert audit.verify(s).ok
         assert items[held[0]].status == "active"
         assert items[held[0]].attributes["quarantine_decision"]["by"] == "mia"

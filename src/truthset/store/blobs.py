@@ -101,6 +101,19 @@ class BlobStore:
             with self.fs.open(target, "wb") as fh:
                 writer(fh)
 
+    def delete(self, digest: str) -> bool:
+        """Remove the blob ``digest``; return whether it was there.
+
+        Callers remove a blob only once no database row refers to it any more (see
+        :mod:`truthset.store.blob_refs`), after the transaction that dropped the last
+        reference committed.
+        """
+        target = self.path(digest)
+        if not self.fs.exists(target):
+            return False
+        self.fs.rm(target)
+        return True
+
     def open(self, digest: str) -> BinaryIO:
         """Open a stored blob for reading."""
         if not self.exists(digest):

@@ -6,11 +6,14 @@ DICOMweb and exports never get it. A project manager or an administrator then ei
 
 - **clears** it (they looked; nothing identifying is visible) with a note, or
 - **redacts** it: rectangles are blacked out in every frame of every instance, the
-  redacted pixels are written uncompressed as new blobs with BurnedInAnnotation ``NO``,
-  and the item points to them.
+  redacted pixels are written uncompressed as new blobs with BurnedInAnnotation ``NO``
+  and a new SOP Instance UID (the pixel content changed; study and series stay), the item
+  and the DICOMweb index point to them, and each unredacted blob that no other row refers
+  to is removed from the store once the transaction commits.
 
 Both are audited (the row changes automatically, plus an explicit ``quarantine.clear`` /
-``quarantine.redact`` event with who, why and the regions).
+``quarantine.redact`` event with who, why, the regions, old -> new instance UIDs and
+blobs, and which old blobs were removed or kept because another row refers to them).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pydicom
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -30,9 +33,10 @@ from truthset import audit
 from truthset.auth.memberships import roles_in
 from truthset.domain.errors import InputError, NotFoundError, PermissionDeniedError
 from truthset.domain.roles import Role
+from truthset.store.blob_refs import delete_after_commit, references
 from truthset.store.blobs import BlobStore
 from truthset.store.models import ImagingInstance, Item, Project, User
-from truthset.workspace.medical import DICOM_MEDIA_TYPE, dicom_bytes
+from truthset.workspace.medical import DICOM_MEDIA_TYPE, dicom_bytes, qido_attributes
 
 QUARANTINED = "quarantined"
 
@@ -146,9 +150,13 @@ def clear_item(
     return item
 
 
-def redact_pixels(data: bytes, regions: Sequence[Region]) -> bytes:
+def redact_pixels(data: bytes, regions: Sequence[Region], *,
+                  sop_instance_uid: str | None = None) -> bytes:
     """Black out ``regions`` in every frame of a DICOM instance; return the new file's bytes
     (uncompressed, BurnedInAnnotation ``NO``).
+
+    With ``sop_instance_uid`` the instance (and its file meta) gets that UID: changed pixel
+    content is a new instance (PS3.3 C.12.1.1.1).
 
     Raises
     ------
@@ -181,6 +189,9 @@ def redact_pixels(data: bytes, regions: Sequence[Region]) -> bytes:
                       int(ds.BitsStored) if not colour else 8)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.BurnedInAnnotation = "NO"
+    if sop_instance_uid is not None:
+        ds.SOPInstanceUID = sop_instance_uid
+        ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     return dicom_bytes(ds)
 
 
@@ -191,7 +202,12 @@ def redact_item(
     """Black out ``regions`` (the same rectangles in every frame of every instance) of a
     quarantined DICOM item and release it.
 
-    The redacted instances are new blobs; the item and the instance index point to them.
+    Each redacted instance is a new blob with a new SOP Instance UID (``2.25`` root; study
+    and series UIDs stay); the item's media, its ``sop_instance_uid`` attribute, its external
+    id where that was the instance UID, and the DICOMweb index take the new UID, so the old
+    one is no longer served. An unredacted blob that no other row refers to is removed from
+    the store after the transaction commits (never on rollback); one still referenced is
+    kept and the audit event names the references.
 
     Raises
     ------
@@ -213,19 +229,47 @@ def redact_item(
     rows = {r.sha256: r for r in session.scalars(
         select(ImagingInstance).where(ImagingInstance.item_id == item.id))}
     replaced: dict[str, str] = {}
+    uids: dict[str, str] = {}
     for entry in media:
         old = str(entry["sha256"])
-        new = blobs.put_bytes(redact_pixels(blobs.get_bytes(old), regions))
+        original = blobs.get_bytes(old)
+        row = rows.get(old)
+        old_uid = str(entry.get("sop_instance_uid") or (row.sop_instance_uid if row else ""))
+        new_uid = generate_uid(prefix=None)
+        data = redact_pixels(original, regions, sop_instance_uid=new_uid)
+        new = blobs.put_bytes(data)
         replaced[old] = new
+        uids[old_uid] = new_uid
         entry["sha256"] = new
-        if old in rows:
-            rows[old].sha256 = new
-            rows[old].transfer_syntax_uid = str(ExplicitVRLittleEndian)
+        entry["sop_instance_uid"] = new_uid
+        if row is not None:
+            row.sha256 = new
+            row.sop_instance_uid = new_uid
+            row.transfer_syntax_uid = str(ExplicitVRLittleEndian)
+            header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            row.qido = qido_attributes(header)
     item.media = media
+    attributes = dict(item.attributes or {})
+    if str(attributes.get("sop_instance_uid", "")) in uids:
+        attributes["sop_instance_uid"] = uids[str(attributes["sop_instance_uid"])]
+    item.attributes = attributes
+    if item.external_id in uids:  # instance-mode items are named by their instance UID
+        item.external_id = uids[item.external_id]
     boxes = [[r.x, r.y, r.width, r.height] for r in regions]
     _decided(item, user, "redacted", note.strip(), regions=boxes)
     session.flush()
+    removed: list[str] = []
+    kept: dict[str, list[str]] = {}
+    for old in replaced:
+        held_by = references(session, old)
+        if held_by:
+            kept[old] = held_by
+        else:
+            removed.append(old)
     audit.record(session, action="quarantine.redact", entity_type="items", entity_id=item.id,
                  project_id=project.id,
-                 after={"by": user.username, "regions": boxes, "blobs": replaced})
+                 after={"by": user.username, "regions": boxes, "blobs": replaced,
+                        "sop_instance_uids": uids, "blobs_removed_after_commit": removed,
+                        "blobs_kept": kept})
+    delete_after_commit(session, blobs, removed)
     return item
