@@ -3,24 +3,34 @@ offline verification, byte-identical rebuilds, signatures, splits, export checks
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
-from release_support import KEY, PLAN, adjudicate, build_project, create, sign, write
+from release_support import KEY, PASSWORD, PLAN, adjudicate, build_project, create, sign, write
 from truthset import audit
 from truthset.domain.errors import ConflictError, InputError, PermissionDeniedError
 from truthset.release import diff as release_diff
 from truthset.release import service
-from truthset.release.manifest import merkle_root, verify_folder
+from truthset.release.manifest import (
+    canonical_bytes,
+    merkle_root,
+    sha256_hex,
+    signature_document,
+    verify_folder,
+)
 from truthset.release.splits import make_splits, patients_in_several_splits
-from truthset.store.models import AuditEvent, Release, ReleaseItem
+from truthset.store.models import AuditEvent, Release, ReleaseItem, SigningKey
 from truthset.workspace import projects
 from truthset.workspace.workspace import Workspace
 
@@ -158,6 +168,112 @@ def test_signing(ws: Workspace, tmp_path: Path) -> None:
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     edited = verify_folder(folder)
     assert not edited.ok and "edited" in edited.signatures[0].problem
+
+
+def _rewrite(path: Path, **changes: object) -> None:
+    doc = json.loads(path.read_text())
+    doc.update(changes)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def test_ed25519_signatures_verify_offline_and_name_each_tampering(
+        ws: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    create(ws, "v1")
+    before = _head(ws)
+    caplog.set_level(logging.DEBUG)
+    assert sign(ws, "v1", password="wrong password!").error is not None
+    with ws.sessions() as s:  # a refused signing makes no key
+        assert not s.scalars(select(SigningKey)).all()
+    assert sign(ws, "v1").error is None
+    folder = write(ws, "v1", tmp_path / "v1")
+    report = verify_folder(folder)
+    assert report.ok and report.signatures[0].key.startswith("ed25519 ")
+    # Independent check with cryptography: the public key in the folder verifies the signature
+    # bytes over the canonical JSON of the signed fields.
+    doc = json.loads((folder / "signatures" / "quinn.json").read_text())
+    public = serialization.load_pem_public_key(doc["public_key"].encode())
+    assert isinstance(public, Ed25519PublicKey)
+    fields = ("format", "release", "project", "manifest_sha256", "merkle_root", "signer",
+              "printed_name", "meaning", "signed_at", "key_id")
+    payload = json.dumps({k: doc[k] for k in fields}, indent=2, sort_keys=True,
+                         ensure_ascii=False) + "\n"
+    public.verify(base64.b64decode(doc["ed25519_signature"]), payload.encode())
+    assert doc["meaning"] == "approved for training" and doc["signer"] == "quinn"
+    # The stored private key opens only with the password, is the folder's key, and never
+    # appears in the audit log, the logs or the folder.
+    with ws.sessions() as s:
+        row = s.scalars(select(SigningKey)).one()
+        assert "ENCRYPTED PRIVATE KEY" in row.private_key_pem
+        with pytest.raises(ValueError):
+            serialization.load_pem_private_key(row.private_key_pem.encode(), password=b"nope")
+        private = serialization.load_pem_private_key(row.private_key_pem.encode(),
+                                                     password=PASSWORD.encode())
+        assert isinstance(private, Ed25519PrivateKey)
+        assert private.public_key().public_bytes_raw() == public.public_bytes_raw()
+        events = s.scalars(select(AuditEvent).where(AuditEvent.seq > before)).all()
+        text = "".join(e.before + e.after for e in events)
+        assert "signing_keys" in {e.entity_type for e in events}
+        assert "PRIVATE KEY" not in text and row.private_key_pem not in text
+        release = service.get_release(s, projects.get_project(s, KEY), "v1")
+        assert [ok for _f, ok, _p in service.verify_stored_signatures(s, ws.blobs, release)] \
+            == [True]
+    assert "PRIVATE KEY" not in caplog.text
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    # Each tampered field is named.
+    for name, value in (("meaning", "approved for clinical use"),
+                        ("signed_at", "2020-01-01T00:00:00Z"), ("printed_name", "Someone Else"),
+                        ("signer", "rita"), ("release", "v9"), ("merkle_root", "0" * 64),
+                        ("manifest_sha256", "0" * 64)):
+        copy = tmp_path / f"t-{name}"
+        shutil.copytree(folder, copy)
+        _rewrite(copy / "signatures" / "quinn.json", **{name: value})
+        checked = verify_folder(copy).signatures[0]
+        assert not checked.ok and f"edited: {name} changed" in checked.problem, (name, checked)
+    # A wrong key: another key's public key in the file, or a forged signature.
+    other = Ed25519PrivateKey.generate()
+    copy = tmp_path / "wrong-key"
+    shutil.copytree(folder, copy)
+    _rewrite(copy / "signatures" / "quinn.json", public_key=other.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode())
+    assert "wrong key" in verify_folder(copy).signatures[0].problem
+    _rewrite(copy / "signatures" / "quinn.json", public_key=doc["public_key"],
+             ed25519_signature=base64.b64encode(other.sign(payload.encode())).decode())
+    assert "does not verify" in verify_folder(copy).signatures[0].problem
+    # A changed release file is named; the signature stays bound to the untouched manifest.
+    copy = tmp_path / "changed"
+    shutil.copytree(folder, copy)
+    with open(copy / "labels.csv", "a") as fh:
+        fh.write("x\n")
+    changed = verify_folder(copy)
+    assert not changed.ok and changed.changed == ["labels.csv"]
+    # Moving the signature to another release fails although its Ed25519 signature is intact.
+    adjudicate(ws, "b.png", "normal")
+    create(ws, "v2")
+    moved = write(ws, "v2", tmp_path / "v2")
+    (moved / "signatures").mkdir()
+    shutil.copy(folder / "signatures" / "quinn.json", moved / "signatures" / "quinn.json")
+    assert "another manifest" in verify_folder(moved).signatures[0].problem
+    # The same key signs the next release.
+    assert sign(ws, "v2").error is None
+    with ws.sessions() as s:
+        assert len(s.scalars(select(SigningKey)).all()) == 1
+
+
+def test_legacy_signatures_still_verify(ws: Workspace, tmp_path: Path) -> None:
+    create(ws, "v1")
+    folder = write(ws, "v1", tmp_path / "v1")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    doc = signature_document(
+        release="v1", project=KEY, manifest_sha256=sha256_hex((folder / "manifest.json")
+                                                               .read_bytes()),
+        merkle_root_hex=manifest["merkle_root"], signer="quinn", printed_name="Quinn Approver",
+        meaning="reviewed", signed_at="2026-01-01T00:00:00Z")
+    (folder / "signatures").mkdir()
+    (folder / "signatures" / "quinn.json").write_bytes(canonical_bytes(doc))
+    report = verify_folder(folder)
+    assert report.ok and report.signatures[0].key == "legacy binding, no key"
+    _rewrite(folder / "signatures" / "quinn.json", meaning="approved for training")
+    assert "edited" in verify_folder(folder).signatures[0].problem
 
 
 def test_separation_of_duties(ws: Workspace) -> None:

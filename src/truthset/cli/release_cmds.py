@@ -179,7 +179,7 @@ def _print_report(report: VerifyReport) -> None:
     for sig in report.signatures:
         mark = "[green]ok[/]" if sig.ok else f"[red]invalid[/]: {sig.problem}"
         console.print(f"  signature {sig.file}: {sig.printed_name} — {sig.meaning!r} at "
-                      f"{sig.signed_at}: {mark}")
+                      f"{sig.signed_at} ({sig.key}): {mark}")
 
 
 @release_app.command("verify")

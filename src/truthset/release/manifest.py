@@ -8,7 +8,9 @@ Layout of a release folder::
     manifest.json          release, project, rule versions, audit head, every file's SHA-256
                            and size, and the Merkle root over them
     <files listed in the manifest>
-    signatures/<user>.json approvals, each bound to the SHA-256 of manifest.json
+    signatures/<user>.json approvals, each bound to the SHA-256 of manifest.json; a
+                           ``truthset-signature/2`` file also holds the signer's Ed25519
+                           public key and the signature over its canonical fields
 
 The Merkle tree follows RFC 6962 (leaf = SHA-256(0x00 || leaf data), node =
 SHA-256(0x01 || left || right), split at the largest power of two below the leaf count); a
@@ -17,6 +19,7 @@ leaf's data is ``"<name>\\n<sha256>\\n<bytes>"`` and the leaves are sorted by fi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -24,10 +27,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
 MANIFEST = "manifest.json"
 SIGNATURES_DIR = "signatures"
 MANIFEST_FORMAT = "truthset-release/1"
-SIGNATURE_FORMAT = "truthset-signature/1"
+SIGNATURE_FORMAT = "truthset-signature/2"
+#: Signatures made before key pairs: a SHA-256 binding, no key.
+LEGACY_SIGNATURE_FORMAT = "truthset-signature/1"
+#: What :attr:`SignatureCheck.key` says of a legacy signature.
+LEGACY_KEY = "legacy binding, no key"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -79,27 +93,69 @@ def build_manifest(meta: Mapping[str, Any], files: Mapping[str, bytes]) -> bytes
 
 
 # -- signatures ------------------------------------------------------------------------------
-#: Fields a signature's hash covers, in the file.
+#: Fields a legacy (``truthset-signature/1``) signature's hash covers, in the file.
 SIGNED_FIELDS = ("format", "release", "project", "manifest_sha256", "merkle_root", "signer",
                  "printed_name", "meaning", "signed_at")
+#: Fields the Ed25519 signature of a ``truthset-signature/2`` file covers.
+KEY_SIGNED_FIELDS = (*SIGNED_FIELDS, "key_id")
+#: Every key of a ``truthset-signature/2`` file.
+KEY_DOC_FIELDS = frozenset({*KEY_SIGNED_FIELDS, "signature_sha256", "field_sha256",
+                            "public_key", "ed25519_signature"})
+
+
+def public_key_pem(key: Ed25519PublicKey) -> str:
+    """An Ed25519 public key as SubjectPublicKeyInfo PEM text."""
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def key_fingerprint(key: Ed25519PublicKey) -> str:
+    """SHA-256 (hex) of the raw 32-byte Ed25519 public key: the key's id."""
+    return sha256_hex(key.public_bytes(serialization.Encoding.Raw,
+                                       serialization.PublicFormat.Raw))
+
+
+def signed_payload(doc: Mapping[str, Any]) -> bytes:
+    """The bytes an Ed25519 signature covers: the canonical JSON of the signed fields."""
+    return canonical_bytes({k: doc.get(k) for k in KEY_SIGNED_FIELDS})
+
+
+def _field_digest(value: Any) -> str:
+    return sha256_hex(canonical_bytes(value))
 
 
 def signature_document(
     *, release: str, project: str, manifest_sha256: str, merkle_root_hex: str, signer: str,
-    printed_name: str, meaning: str, signed_at: str,
+    printed_name: str, meaning: str, signed_at: str, key: Ed25519PrivateKey | None = None,
 ) -> dict[str, Any]:
-    """The content of a signature file, with ``signature_sha256`` over the signed fields."""
+    """The content of a signature file.
+
+    With ``key``: a ``truthset-signature/2`` document whose ``ed25519_signature`` (base64)
+    signs :func:`signed_payload`, with the signer's ``public_key`` (PEM) and its ``key_id``;
+    ``field_sha256`` (each signed field's digest) only helps name an edited field. Without:
+    a legacy ``truthset-signature/1`` document (a SHA-256 binding, no key).
+    """
     doc: dict[str, Any] = {
-        "format": SIGNATURE_FORMAT, "release": release, "project": project,
+        "format": SIGNATURE_FORMAT if key is not None else LEGACY_SIGNATURE_FORMAT,
+        "release": release, "project": project,
         "manifest_sha256": manifest_sha256, "merkle_root": merkle_root_hex, "signer": signer,
         "printed_name": printed_name, "meaning": meaning, "signed_at": signed_at,
     }
-    doc["signature_sha256"] = signature_hash(doc)
+    if key is None:
+        doc["signature_sha256"] = signature_hash(doc)
+        return doc
+    public = key.public_key()
+    doc["key_id"] = key_fingerprint(public)
+    payload = signed_payload(doc)
+    doc["signature_sha256"] = sha256_hex(payload)
+    doc["field_sha256"] = {k: _field_digest(doc[k]) for k in KEY_SIGNED_FIELDS}
+    doc["public_key"] = public_key_pem(public)
+    doc["ed25519_signature"] = base64.b64encode(key.sign(payload)).decode()
     return doc
 
 
 def signature_hash(doc: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of a signature's signed fields."""
+    """SHA-256 of the canonical JSON of a legacy signature's signed fields."""
     return sha256_hex(canonical_bytes({k: doc.get(k) for k in SIGNED_FIELDS}))
 
 
@@ -120,6 +176,8 @@ class SignatureCheck:
     meaning: str | None = None
     signed_at: str | None = None
     problem: str = ""
+    #: ``ed25519 <key id>`` or :data:`LEGACY_KEY`.
+    key: str = ""
 
 
 @dataclass
@@ -168,12 +226,19 @@ def check_signature(doc: Any, *, manifest: Mapping[str, Any], manifest_sha256: s
     check = SignatureCheck(file, False, signer=doc.get("signer"),
                            printed_name=doc.get("printed_name"), meaning=doc.get("meaning"),
                            signed_at=doc.get("signed_at"))
-    if doc.get("format") != SIGNATURE_FORMAT:
+    if doc.get("format") == SIGNATURE_FORMAT:
+        check.key = f"ed25519 {str(doc.get('key_id'))[:16]}"
+        check.problem = _key_problem(doc)
+    elif doc.get("format") == LEGACY_SIGNATURE_FORMAT:
+        check.key = LEGACY_KEY
+        if set(doc) != {*SIGNED_FIELDS, "signature_sha256"} or (
+                doc.get("signature_sha256") != signature_hash(doc)):
+            check.problem = "the signature was edited (its hash does not match its fields)"
+    else:
         check.problem = f"unknown signature format {doc.get('format')!r}"
-    elif set(doc) != {*SIGNED_FIELDS, "signature_sha256"} or (
-            doc.get("signature_sha256") != signature_hash(doc)):
-        check.problem = "the signature was edited (its hash does not match its fields)"
-    elif doc.get("manifest_sha256") != manifest_sha256:
+    if check.problem:
+        return check
+    if doc.get("manifest_sha256") != manifest_sha256:
         check.problem = ("the signature is bound to another manifest (signed for a different "
                          "or altered release)")
     elif doc.get("release") != manifest.get("release") or (
@@ -186,6 +251,34 @@ def check_signature(doc: Any, *, manifest: Mapping[str, Any], manifest_sha256: s
     else:
         check.ok = True
     return check
+
+
+def _key_problem(doc: Mapping[str, Any]) -> str:
+    """What is wrong with a ``truthset-signature/2`` document's key and Ed25519 signature,
+    or ``""``."""
+    if set(doc) != KEY_DOC_FIELDS:
+        return "the signature was edited (fields added or removed)"
+    try:
+        public = serialization.load_pem_public_key(str(doc["public_key"]).encode())
+        raw = base64.b64decode(str(doc["ed25519_signature"]), validate=True)
+    except (ValueError, TypeError):
+        return "the public key or the signature bytes are not readable"
+    if not isinstance(public, Ed25519PublicKey):
+        return "wrong key: the public key is not an Ed25519 key"
+    if key_fingerprint(public) != doc.get("key_id"):
+        return "wrong key: the public key is not the key the signature names (key id differs)"
+    try:
+        public.verify(raw, signed_payload(doc))
+    except InvalidSignature:
+        digests = doc.get("field_sha256")
+        edited = [k for k in KEY_SIGNED_FIELDS if isinstance(digests, dict)
+                  and digests.get(k) != _field_digest(doc.get(k))]
+        if edited:
+            return ("the signature was edited: " + ", ".join(edited)
+                    + " changed since signing (the Ed25519 signature does not verify)")
+        return ("the Ed25519 signature does not verify with the signer's public key (wrong key, "
+                "or the signed fields were edited)")
+    return ""
 
 
 def verify_folder(folder: str | Path) -> VerifyReport:

@@ -9,6 +9,7 @@ store and listed in ``release_files`` with the manifest. Nothing of it changes a
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,9 +35,12 @@ from truthset.domain.roles import Role
 from truthset.domain.schema import LabelSchema
 from truthset.release import checks as checks_mod
 from truthset.release.freeze import FrozenItem, collect, iso_utc
+from truthset.release.keys import signing_key, user_keys
 from truthset.release.manifest import (
     MANIFEST,
+    SIGNATURE_FORMAT,
     canonical_bytes,
+    check_signature,
     sha256_hex,
     signature_document,
     signature_file_name,
@@ -529,7 +533,8 @@ def sign_release(
     doc = signature_document(
         release=release.name, project=project.key, manifest_sha256=release.manifest_sha256,
         merkle_root_hex=release.merkle_root, signer=user.username,
-        printed_name=user.display_name or user.username, meaning=text, signed_at=signed_at)
+        printed_name=user.display_name or user.username, meaning=text, signed_at=signed_at,
+        key=signing_key(session, user, password))
     data = canonical_bytes(doc)
     row = ReleaseSignature(
         release_id=release.id, user_id=user.id, username=user.username,
@@ -544,15 +549,17 @@ def sign_release(
                  after={"release": release.name, "signer": user.username,
                         "printed_name": row.printed_name, "meaning": text,
                         "signed_at": signed_at, "manifest_sha256": release.manifest_sha256,
-                        "signature_sha256": row.signature_sha256})
+                        "signature_sha256": row.signature_sha256, "key_id": doc["key_id"]})
     return SignOutcome(signature=row)
 
 
 def verify_stored_signatures(session: Session, blobs: BlobStore,
                              release: Release) -> list[tuple[str, bool, str]]:
     """Each stored signature: (file, ok, problem) — its file still hashes to the recorded
-    digest and is bound to this release's manifest."""
+    digest and is bound to this release's manifest; a key-signed file's Ed25519 signature
+    verifies against the stored manifest and its key is one of the signer's stored keys."""
     out = []
+    manifest_row = next((f for f in release_files(session, release) if f.name == MANIFEST), None)
     for sig in signatures(session, release):
         try:
             ok = blobs.verify(sig.file_sha256)
@@ -561,5 +568,17 @@ def verify_stored_signatures(session: Session, blobs: BlobStore,
         problem = "" if ok else "signature file missing or altered in the blob store"
         if ok and sig.manifest_sha256 != release.manifest_sha256:
             ok, problem = False, "bound to another manifest"
+        if ok and manifest_row is not None:
+            doc = json.loads(blobs.get_bytes(sig.file_sha256))
+            if doc.get("format") == SIGNATURE_FORMAT:
+                manifest = json.loads(blobs.get_bytes(manifest_row.sha256))
+                check = check_signature(doc, manifest=manifest,
+                                        manifest_sha256=release.manifest_sha256,
+                                        file=sig.file_name)
+                ok, problem = check.ok, check.problem
+                user = session.get(User, sig.user_id)
+                if ok and user is not None and doc.get("key_id") not in {
+                        k.key_id for k in user_keys(session, user)}:
+                    ok, problem = False, "wrong key: not a key the workspace holds for the signer"
         out.append((sig.file_name, ok, problem))
     return out

@@ -527,6 +527,21 @@ class ReleaseSignature(Base):
     file_sha256: Mapped[str] = mapped_column(String(64))
 
 
+class SigningKey(Base):
+    """An approver's Ed25519 key pair for release signatures: the public key in clear (PEM),
+    the private key as PKCS#8 PEM encrypted with a key derived from the approver's password
+    (never logged; redacted in the audit log). The newest key that the password opens signs."""
+
+    __tablename__ = "signing_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    key_id: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    private_key_pem: Mapped[str] = mapped_column(Text, info={"audit": "redact"})
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # --- prelabel/jobs ---
 
 
