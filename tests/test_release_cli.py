@@ -50,6 +50,23 @@ def test_release_commands(wsdir: Path, tmp_path: Path) -> None:
     code, out = _run("release", "verify", str(tmp_path / "v1-signed"), "--json")
     report = json.loads(out)
     assert code == 0 and report["ok"] and report["signatures"][0]["signer"] == "quinn"
+    key_id = report["signatures"][0]["key"].removeprefix("ed25519 ")
+    assert len(key_id) == 64
+    code, out = _run("release", "verify", str(tmp_path / "v1-signed"))
+    assert code == 0 and f"(ed25519 {key_id}): ok" in out.replace("\n", "")
+    trusted = tmp_path / "trusted.json"
+    trusted.write_text(json.dumps({"quinn": [key_id]}))
+    code, out = _run("release", "verify", str(tmp_path / "v1-signed"), "--trusted-keys",
+                     str(trusted))
+    assert code == 0, out
+    trusted.write_text(json.dumps({"quinn": ["0" * 64]}))  # a key pinned out of band differs
+    code, out = _run("release", "verify", str(tmp_path / "v1-signed"), "--trusted-keys",
+                     str(trusted))
+    assert code == 1 and "not a trusted key of 'quinn'" in out.replace("\n", "")
+    trusted.write_text("[1, 2]")
+    code, out = _run("release", "verify", str(tmp_path / "v1-signed"), "--trusted-keys",
+                     str(trusted))
+    assert code == 2 and "signer -> key ids" in out
     (tmp_path / "v1-signed" / "labels.csv").write_text("tampered\n")
     code, out = _run("release", "verify", str(tmp_path / "v1-signed"))
     assert code == 1 and "changed" in out and "labels.csv" in out

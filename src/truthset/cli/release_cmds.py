@@ -185,12 +185,24 @@ def _print_report(report: VerifyReport) -> None:
 @release_app.command("verify")
 @handle_errors
 def verify_cmd(folder: Annotated[Path, typer.Argument(help="Release folder.")],
-               as_json: JsonOption = False) -> None:
+               as_json: JsonOption = False,
+               trusted_keys: Annotated[Path | None, typer.Option(
+                   "--trusted-keys", help="JSON {signer: [key id, ...]} of approvers' keys "
+                   "obtained out of band; other keys are refused.")] = None) -> None:
     """Check a release folder offline: every file against the manifest, the Merkle root, and
-    every signature. Exit code 1 when anything is wrong."""
+    every signature (Ed25519, or a legacy binding without key). Exit code 1 when anything is
+    wrong."""
     if not folder.is_dir():
         raise InputError("not a folder", source=str(folder))
-    report = verify_folder(folder)
+    trusted = None
+    if trusted_keys is not None:
+        try:
+            raw = json.loads(trusted_keys.read_text())
+            trusted = {str(k): [str(i) for i in v] for k, v in raw.items()}
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            raise InputError(f"not a JSON object of signer -> key ids: {exc}",
+                             field="trusted_keys", source=str(trusted_keys)) from exc
+    report = verify_folder(folder, trusted)
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
     else:

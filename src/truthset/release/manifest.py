@@ -227,7 +227,7 @@ def check_signature(doc: Any, *, manifest: Mapping[str, Any], manifest_sha256: s
                            printed_name=doc.get("printed_name"), meaning=doc.get("meaning"),
                            signed_at=doc.get("signed_at"))
     if doc.get("format") == SIGNATURE_FORMAT:
-        check.key = f"ed25519 {str(doc.get('key_id'))[:16]}"
+        check.key = f"ed25519 {doc.get('key_id')}"
         check.problem = _key_problem(doc)
     elif doc.get("format") == LEGACY_SIGNATURE_FORMAT:
         check.key = LEGACY_KEY
@@ -281,12 +281,15 @@ def _key_problem(doc: Mapping[str, Any]) -> str:
     return ""
 
 
-def verify_folder(folder: str | Path) -> VerifyReport:
+def verify_folder(folder: str | Path,
+                  trusted_keys: Mapping[str, Sequence[str]] | None = None) -> VerifyReport:
     """Check a release folder offline against its ``manifest.json``.
 
     Names every changed, missing and extra file; recomputes the Merkle root; checks every file
-    under ``signatures/`` (edited, or bound to another manifest). Never raises for a broken
-    folder: everything wrong is in the report.
+    under ``signatures/`` (edited, wrong key, or bound to another manifest). With
+    ``trusted_keys`` (signer -> key ids obtained out of band), a signature is valid only when
+    made with one of its signer's trusted keys, and a legacy signature (no key) is invalid.
+    Never raises for a broken folder: everything wrong is in the report.
     """
     root = Path(folder)
     report = VerifyReport(folder=str(root))
@@ -334,5 +337,10 @@ def verify_folder(folder: str | Path) -> VerifyReport:
                                 file=name)
         if check.ok and data != canonical_bytes(doc):
             check.ok, check.problem = False, "the signature file was edited (not canonical)"
+        if check.ok and trusted_keys is not None and (
+                doc.get("format") != SIGNATURE_FORMAT
+                or doc.get("key_id") not in trusted_keys.get(str(doc.get("signer")), ())):
+            check.ok, check.problem = False, (
+                f"wrong key: not a trusted key of {doc.get('signer')!r} ({check.key})")
         report.signatures.append(check)
     return report
