@@ -310,7 +310,9 @@ def infer_server() -> Iterator[str]:
             return JSONResponse({"label": [[1, 0], [0, 1]], "label_names": {"lesion": 1}})
         return JSONResponse({"error": "boom"}, status_code=500)
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error")
+    # The slow answer is still sleeping at teardown: cancel it rather than wait for it.
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error",
+                            timeout_graceful_shutdown=0.5)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
