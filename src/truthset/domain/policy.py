@@ -28,6 +28,8 @@ A policy is a ``policy:`` document of the project YAML (a bare mapping is accept
       gold: {rate: 0.1, threshold: 0.7, min_reads: 5}  # gold mixed into queues, scored
       escalation: {deadline_hours: 48}
       active_learning: {weight_model: 0.5, weight: 1.0} # off unless given (see below)
+      routing: skill            # queue (default) | skill: reads go where the reader's skill
+                                # settles most (see below; needs method onecoin or ds)
       by_risk:                  # overrides for items whose provisional class has this risk
         high: {workflow: consensus, k: 5}
 
@@ -54,6 +56,12 @@ masks) for masks. Multi-label classification uses ``target`` per class (see
 draft is uncertain or whose readers disagree: ``weight`` times the item's score in [0, 1]
 (``weight_model`` of it from the draft's entropy, the rest from the readers' disagreement) is
 added to the priority of its ``annotate`` slots.
+
+``routing: skill`` changes which open read a reader is given, not how many reads an item gets:
+among the free read slots, the one that reader's read is most likely to settle (bring to
+``target``), judged with the reader model the consensus method fitted; a reader whose read can
+settle none takes the item with the fewest reads (usually a fresh one). See
+:mod:`truthset.workflow.routing`. Classification schemas with one label per item only.
 
 Parsing is pure: :func:`parse_policy` takes the YAML *text* and names the line and field of a bad
 value. Checks that need the project (classes, readers) live in :func:`check_policy_readers`.
@@ -116,6 +124,18 @@ class PrelabelUse(StrEnum):
     IGNORE = "ignore"
     ROUTE = "route"
     DRAFT = "draft"
+
+
+class Routing(StrEnum):
+    """How a reader's next read is chosen among the open ones."""
+
+    QUEUE = "queue"
+    SKILL = "skill"
+
+
+#: Consensus methods whose fitted reader model ``routing: skill`` can use
+#: (:mod:`truthset.workflow.routing`).
+ROUTING_METHODS = ("onecoin", "ds")
 
 
 class _Strict(BaseModel):
@@ -320,6 +340,7 @@ class Policy(Rules):
     gold: Gold | None = None
     escalation: Escalation = Escalation()
     active_learning: ActiveLearning | None = None
+    routing: Routing = Routing.QUEUE
     by_risk: dict[RiskLevel, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("by_risk")
@@ -342,6 +363,12 @@ class Policy(Rules):
         # Validate each override merged with the base rules, so errors name the risk level.
         for risk in self.by_risk:
             self.for_risk(risk)
+        if self.routing == Routing.SKILL:
+            for rules in self.all_rules():
+                if rules.method not in ROUTING_METHODS:
+                    raise ValueError(
+                        f"routing: routing 'skill' needs the reader model of consensus method "
+                        f"{' or '.join(ROUTING_METHODS)}; method is {rules.method!r}")
         return self
 
     def for_risk(self, risk: RiskLevel | str | None) -> Rules:
@@ -468,7 +495,8 @@ def parse_policy(text: str, *, source: str | None = None) -> Policy:
         first = exc.errors()[0]
         loc = tuple(first["loc"])
         message = first["msg"].removeprefix("Value error, ")
-        if not loc and message.startswith("by_risk."):
+        head = message.split(":", 1)[0]
+        if not loc and (head.startswith("by_risk.") or head in Policy.model_fields):
             # An override's error: name the field inside by_risk.
             path = message.split(":", 1)[0]
             loc = tuple(int(p) if p.isdigit() else p for p in path.split("."))
