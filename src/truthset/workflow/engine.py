@@ -34,7 +34,7 @@ import pandas as pd
 
 from truthset.domain.policy import Policy, PrelabelUse, Rules, WorkflowKind
 from truthset.domain.schema import ClassificationMode, LabelSchema, RiskLevel
-from truthset.quality.aggregation.base import GoldLike
+from truthset.quality.aggregation.base import Aggregator, GoldLike
 from truthset.quality.aggregation.registry import make_aggregator
 from truthset.quality.shapes import ImageBounds
 from truthset.workflow.geometric import geometric_consensus
@@ -402,6 +402,27 @@ def method_params(rules: Rules) -> dict[str, Any]:
     return params
 
 
+def consensus_model(
+    method: str,
+    classes: Sequence[str],
+    table: pd.DataFrame,
+    gold: GoldLike = None,
+    **params: Any,
+) -> Aggregator:
+    """The aggregator of ``method`` fitted on a long table ``item, annotator, label`` (gold
+    answers clamped); its ``probas_`` are the posteriors and, for ``onecoin``/``ds``, its
+    reader parameters feed :class:`truthset.workflow.routing.ReaderModel`. ``params`` go to the
+    aggregator (see :func:`method_params`). An empty table raises ``ValueError``."""
+    if table.empty:
+        raise ValueError("no reads to fit a consensus on")
+    if gold is not None and len(gold):
+        seen = set(table["item"])
+        gold = gold[[i in seen for i in gold.index]] if isinstance(gold, pd.Series) else gold
+    model = make_aggregator(method, classes=list(classes), **params)
+    model.fit(table[["item", "annotator", "label"]], gold=gold)
+    return model
+
+
 def consensus_posteriors(
     method: str,
     classes: Sequence[str],
@@ -414,9 +435,4 @@ def consensus_posteriors(
     :func:`method_params`)."""
     if table.empty:
         return pd.DataFrame(columns=list(classes), dtype=float)
-    if gold is not None and len(gold):
-        seen = set(table["item"])
-        gold = gold[[i in seen for i in gold.index]] if isinstance(gold, pd.Series) else gold
-    model = make_aggregator(method, classes=list(classes), **params)
-    model.fit(table[["item", "annotator", "label"]], gold=gold)
-    return model.probas_
+    return consensus_model(method, classes, table, gold, **params).probas_

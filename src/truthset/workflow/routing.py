@@ -31,7 +31,7 @@ import numpy as np
 
 from truthset.domain.policy import ROUTING_METHODS
 
-__all__ = ["ROUTING_METHODS", "Candidate", "ReaderModel", "pick", "settle_chance"]
+__all__ = ["ROUTING_METHODS", "Candidate", "ReaderModel", "pick", "settle_chance", "settle_chances"]
 
 
 @dataclass(frozen=True)
@@ -149,11 +149,17 @@ def settle_chance(posterior: np.ndarray, likelihood: np.ndarray, target: float) 
     >>> settle_chance(np.array([0.5, 0.5]), np.array([[0.9, 0.1], [0.1, 0.9]]), 0.9)
     1.0
     """
-    joint = posterior[:, None] * likelihood          # true t × read c
-    p_read = joint.sum(axis=0)                       # P(read c)
+    return float(settle_chances(np.asarray(posterior, dtype=float)[None, :], likelihood,
+                                target)[0])
+
+
+def settle_chances(posteriors: np.ndarray, likelihood: np.ndarray, target: float) -> np.ndarray:
+    """:func:`settle_chance` of many items at once (``posteriors``: ``n × K``)."""
+    joint = posteriors[:, :, None] * likelihood[None, :, :]   # item × true t × read c
+    p_read = joint.sum(axis=1)                                 # item × read c
     with np.errstate(invalid="ignore", divide="ignore"):
-        best = np.where(p_read > 0, joint.max(axis=0) / p_read, 0.0)
-    return float(p_read[best >= target - 1e-12].sum())
+        best = np.where(p_read > 0, joint.max(axis=1) / p_read, 0.0)
+    return np.where(best >= target - 1e-12, p_read, 0.0).sum(axis=1)
 
 
 @dataclass(frozen=True)
@@ -191,15 +197,11 @@ def pick(candidates: Sequence[Candidate], model: ReaderModel, reader: str, *, ta
     """
     if not candidates:
         raise ValueError("no candidates to pick from")
-    like = model.likelihood(reader)
-    best_index, best_key = 0, (-1.0, 0)
-    for index, cand in enumerate(candidates):
-        if cand.reads + 1 < min_reads:
-            chance = 0.0
-        else:
-            post = model.prior if cand.posterior is None else cand.posterior
-            chance = settle_chance(post, like, target)
-        key = (round(chance, 12), -cand.reads)
-        if key > best_key:
-            best_index, best_key = index, key
-    return best_index
+    reads = np.array([c.reads for c in candidates])
+    posts = np.stack([model.prior if c.posterior is None else np.asarray(c.posterior, float)
+                      for c in candidates])
+    chance = np.round(settle_chances(posts, model.likelihood(reader), target), 12)
+    chance[reads + 1 < min_reads] = 0.0
+    # Highest chance, then fewest reads; np.lexsort is stable, so ties keep the queue order.
+    order = np.lexsort((reads, -chance))
+    return int(order[0])

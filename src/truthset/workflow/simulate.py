@@ -5,6 +5,11 @@ reads from a *label source*, refits the policy's consensus method on everything 
 and repeats until every item is final. The services take the same decisions one submit at a
 time; here an entire round of reads is gathered before the consensus is refitted.
 
+A policy with ``routing: skill`` runs instead as the task queue serves it
+(:func:`run_arrivals`): readers arrive one at a time, uniformly at random (every reader does the
+same share of the work), and :func:`truthset.workflow.routing.pick` chooses which open read
+each takes.
+
 Two label sources:
 
 - :class:`SimulatedReaders`: readers with a fixed accuracy; a wrong read is a uniformly chosen
@@ -24,18 +29,20 @@ import numpy as np
 import pandas as pd
 
 from truthset.domain.errors import InputError
-from truthset.domain.policy import Policy, WorkflowKind
+from truthset.domain.policy import Policy, Routing, WorkflowKind
 from truthset.domain.schema import RiskLevel
 from truthset.workflow.engine import (
     Decision,
     ItemState,
     ReviewOutcome,
+    consensus_model,
     consensus_posteriors,
     decide,
     method_params,
     reads_with_draft,
     stable_uniform,
 )
+from truthset.workflow.routing import Candidate, ReaderModel, pick
 
 
 @dataclass(frozen=True)
@@ -91,13 +98,23 @@ class SimulatedReaders:
         # Prefer readers of exactly the tier asked (seniors are scarce).
         exact = [r for r in pool if r.tier == tier] or pool
         reader = exact[int(self.rng.integers(len(exact)))]
+        return reader.name, self._label(reader, item), reader.minutes
+
+    def names(self, tier: int) -> list[str]:
+        """The readers of exactly ``tier`` (those who take that stage's work)."""
+        return [r.name for r in self.readers if r.tier == tier]
+
+    def read_as(self, reader: str, item: str) -> tuple[str, float]:
+        """``reader``'s read of ``item``: ``(label, minutes)``."""
+        who = next(r for r in self.readers if r.name == reader)
+        return self._label(who, item), who.minutes
+
+    def _label(self, reader: SimReader, item: str) -> str:
         true = self._truth[item]
         if self.rng.random() < reader.accuracy:
-            label = true
-        else:
-            others = [c for c in self.classes if c != true]
-            label = others[int(self.rng.integers(len(others)))]
-        return reader.name, label, reader.minutes
+            return true
+        others = [c for c in self.classes if c != true]
+        return others[int(self.rng.integers(len(others)))]
 
     def truth(self, item: str) -> str | None:
         """The hidden true class."""
@@ -190,14 +207,15 @@ def run_policy(
     read up front by every reader the source offers, clamped in every fit, and charged
     separately (``summary["calibration_labels"]``): they estimate each reader's accuracy the
     way a calibration batch does.
+
+    A policy with ``routing: skill`` and a :class:`SimulatedReaders` source runs through
+    :func:`run_arrivals` (readers arriving one at a time), as the task queue would serve it.
     """
+    if policy.routing == Routing.SKILL and isinstance(source, SimulatedReaders) and not drafts:
+        return run_arrivals(policy, classes, risks, items, source, gold=gold,
+                            calibration=calibration)
     calib = dict(calibration or {})
-    calib_reads: list[tuple[str, str, str]] = []
-    for item in calib:
-        seen: set[str] = set()
-        while (got := source.read(item, seen, policy.stage_tier("annotate"))) is not None:
-            calib_reads.append((item, got[0], got[1]))
-            seen.add(got[0])
+    calib_reads = _calibrate(policy, source, calib)
     reads: dict[str, list[tuple[str, str]]] = {i: [] for i in items}
     minutes = dict.fromkeys(items, 0.0)
     counts = {i: {"reads": 0, "reviews": 0, "adjudications": 0} for i in items}
@@ -279,6 +297,164 @@ def run_policy(
     for item in pending:  # max_rounds reached
         final[item] = _exhausted(decide(policy, risks, ItemState(reads=tuple(reads[item]))),
                                  tuple(reads[item]))
+    return _result(policy, items, source, final, counts, minutes, rounds,
+                   float(len(calib_reads)))
+
+
+def _calibrate(policy: Policy, source: LabelSource,
+               calibration: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """Every reader the source offers reads every calibration item: ``(item, reader, label)``."""
+    reads: list[tuple[str, str, str]] = []
+    for item in calibration:
+        seen: set[str] = set()
+        while (got := source.read(item, seen, policy.stage_tier("annotate"))) is not None:
+            reads.append((item, got[0], got[1]))
+            seen.add(got[0])
+    return reads
+
+
+def run_arrivals(
+    policy: Policy,
+    classes: Sequence[str],
+    risks: Mapping[str, RiskLevel],
+    items: Sequence[str],
+    source: SimulatedReaders,
+    *,
+    gold: Mapping[str, str] | None = None,
+    calibration: Mapping[str, str] | None = None,
+    refit_every: int = 30,
+    window: int = 200,
+) -> SimulationResult:
+    """Run ``policy`` the way the task queue serves readers: one read at a time.
+
+    Each step a tier-1 reader, drawn uniformly at random, asks for a task. The candidates are
+    the items that need a read and that reader has not read, in queue order (started items
+    with the least confident consensus first, then the oldest; the first ``window`` started
+    ones and the oldest fresh one are considered). With ``routing: skill``
+    :func:`truthset.workflow.routing.pick` chooses among them with the reader model of the
+    policy's method; with ``routing: queue`` the reader takes the first. After each read the
+    item's posterior is updated with the current reader model and :func:`decide` says whether
+    it is final; the model is refitted on all reads every ``refit_every`` reads (the queue
+    refits at every submit; between refits the Bayes update with the last fitted model stands
+    in). ``review`` and ``adjudicate`` steps are read at once by a reader of their tier.
+    Arguments and result as :func:`run_policy`.
+    """
+    tier = policy.stage_tier("annotate")
+    names = source.names(tier)
+    calib = dict(calibration or {})
+    calib_reads = _calibrate(policy, source, calib)
+    gold_series = pd.Series({**dict(gold or {}), **calib}, dtype=object)
+    params = method_params(policy)
+    needs_model = policy.method != "mv"
+    reads: dict[str, list[tuple[str, str]]] = {i: [] for i in items}
+    post: dict[str, np.ndarray] = {}
+    minutes = dict.fromkeys(items, 0.0)
+    counts = {i: {"reads": 0, "reviews": 0, "adjudications": 0} for i in items}
+    final: dict[str, Decision] = {}
+    order = {item: k for k, item in enumerate(items)}
+    confidence: dict[str, float] = {}
+    model: ReaderModel | None = None
+
+    def refit() -> None:
+        nonlocal model
+        table = pd.DataFrame(calib_reads + [(i, r, lab) for i in items for r, lab in reads[i]],
+                             columns=["item", "annotator", "label"])
+        if table.empty:
+            return
+        fitted = consensus_model(policy.method, classes, table, gold_series, **params)
+        try:
+            model = ReaderModel.from_fit(fitted, classes)
+        except TypeError:
+            model = None
+        probas = fitted.probas_.reindex(columns=list(classes), fill_value=0.0)
+        for item in items:
+            if reads[item] and item in probas.index:
+                post[item] = probas.loc[item].to_numpy(dtype=float)
+
+    def state(item: str) -> ItemState:
+        p = post.get(item)
+        posterior = (dict(zip(classes, p.tolist(), strict=True))
+                     if p is not None and needs_model else None)
+        return ItemState(reads=tuple(reads[item]), posterior=posterior,
+                         u=stable_uniform("review", item))
+
+    if needs_model and calib_reads:
+        refit()
+    open_items: set[str] = set()
+    for item in items:
+        decision = decide(policy, risks, state(item))
+        if decision.action == "final":
+            final[item] = decision
+        else:
+            open_items.add(item)
+    since_fit = 0
+    stalled = 0
+    rng = source.rng
+    while open_items:
+        reader = names[int(rng.integers(len(names)))]
+        mine = [i for i in open_items if all(r != reader for r, _l in reads[i])]
+        started = sorted((i for i in mine if reads[i]),
+                         key=lambda i: (confidence.get(i, 0.0), order[i]))[:window]
+        fresh = min((i for i in mine if not reads[i]), key=order.__getitem__, default=None)
+        candidates = started + ([fresh] if fresh is not None else [])
+        if not candidates:
+            stalled += 1
+            if stalled > 50 * len(names):  # no reader can read any open item any more
+                for item in sorted(open_items, key=order.__getitem__):
+                    final[item] = _exhausted(decide(policy, risks, state(item)),
+                                             tuple(reads[item]))
+                break
+            continue
+        stalled = 0
+        index = 0
+        if policy.routing == Routing.SKILL and model is not None:
+            rules = policy.for_risk(None)
+            need = rules.k if rules.workflow == WorkflowKind.CONSENSUS else rules.m
+            index = pick([Candidate(i, len(reads[i]), post.get(i)) for i in candidates],
+                         model, reader, target=rules.target, min_reads=need)
+        item = candidates[index]
+        label, spent = source.read_as(reader, item)
+        reads[item].append((reader, label))
+        minutes[item] += spent
+        counts[item]["reads"] += 1
+        if needs_model:
+            if model is not None:
+                post[item] = model.update(post.get(item, model.prior), reader, label)
+            since_fit += 1
+            if model is None or since_fit >= refit_every:
+                refit()
+                since_fit = 0
+        decision = decide(policy, risks, state(item))
+        while decision.action in ("review", "adjudicate"):
+            stage_tier = policy.stage_tier(decision.action)
+            got = source.read(item, {r for r, _l in reads[item]}, stage_tier)
+            counts[item]["reviews" if decision.action == "review" else "adjudications"] += 1
+            if got is None:
+                decision = _exhausted(decision, tuple(reads[item]))
+                break
+            minutes[item] += got[2]
+            if decision.action == "adjudicate":
+                decision = Decision("final", decision.rules, decision.risk, label=got[1],
+                                    reason="adjudicated")
+            else:
+                escalate = got[1] != decision.label and decision.risk == RiskLevel.HIGH
+                review = ReviewOutcome(got[0], None if escalate else got[1], escalate)
+                decision = decide(policy, risks, ItemState(
+                    reads=tuple(reads[item]), review=review, u=stable_uniform("review", item)))
+        if decision.action == "final":
+            final[item] = decision
+            open_items.discard(item)
+        elif decision.action == "read":
+            confidence[item] = float(decision.confidence or 0.0)
+    return _result(policy, items, source, final, counts, minutes, 0,
+                   float(len(calib_reads)))
+
+
+def _result(policy: Policy, items: Sequence[str], source: LabelSource,
+            final: Mapping[str, Decision], counts: Mapping[str, Mapping[str, int]],
+            minutes: Mapping[str, float], rounds: int,
+            calibration_labels: float) -> SimulationResult:
+    """The per-item table and summary of a finished run."""
     rows = []
     for item in items:
         d = final[item]
@@ -302,7 +478,7 @@ def run_policy(
         "minutes_per_item": float(frame["minutes"].mean()),
         "adjudicated": float((frame["adjudications"] > 0).mean()),
         "reviewed": float((frame["reviews"] > 0).mean()),
-        "calibration_labels": float(len(calib_reads)),
+        "calibration_labels": calibration_labels,
     }
     return SimulationResult(policy.name, policy.workflow.value, frame, rounds, summary)
 
