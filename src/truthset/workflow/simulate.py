@@ -347,6 +347,7 @@ def run_arrivals(
     params = method_params(policy)
     needs_model = policy.method != "mv"
     reads: dict[str, list[tuple[str, str]]] = {i: [] for i in items}
+    readers_of: dict[str, set[str]] = {i: set() for i in items}
     post: dict[str, np.ndarray] = {}
     minutes = dict.fromkeys(items, 0.0)
     counts = {i: {"reads": 0, "reviews": 0, "adjudications": 0} for i in items}
@@ -367,9 +368,10 @@ def run_arrivals(
         except TypeError:
             model = None
         probas = fitted.probas_.reindex(columns=list(classes), fill_value=0.0)
-        for item in items:
-            if reads[item] and item in probas.index:
-                post[item] = probas.loc[item].to_numpy(dtype=float)
+        rows = probas.to_numpy(dtype=float)
+        for position, item in enumerate(probas.index):
+            if reads.get(item):
+                post[item] = rows[position]
 
     def state(item: str) -> ItemState:
         p = post.get(item)
@@ -392,7 +394,7 @@ def run_arrivals(
     rng = source.rng
     while open_items:
         reader = names[int(rng.integers(len(names)))]
-        mine = [i for i in open_items if all(r != reader for r, _l in reads[i])]
+        mine = [i for i in open_items if reader not in readers_of[i]]
         started = sorted((i for i in mine if reads[i]),
                          key=lambda i: (confidence.get(i, 0.0), order[i]))[:window]
         fresh = min((i for i in mine if not reads[i]), key=order.__getitem__, default=None)
@@ -415,6 +417,7 @@ def run_arrivals(
         item = candidates[index]
         label, spent = source.read_as(reader, item)
         reads[item].append((reader, label))
+        readers_of[item].add(reader)
         minutes[item] += spent
         counts[item]["reads"] += 1
         if needs_model:
