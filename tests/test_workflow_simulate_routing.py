@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from truthset.domain.policy import parse_policy
 from truthset.domain.schema import RiskLevel
 from truthset.workflow.simulate import (
+    RecordedLabels,
     SimReader,
     SimulatedReaders,
     run_arrivals,
@@ -94,3 +97,33 @@ def test_run_policy_serves_skill_routing_through_arrivals() -> None:
         return fn(policy, CLASSES, RISKS, list(truth), source).summary  # type: ignore[operator]
 
     assert run(run_policy) == run(run_arrivals)
+
+
+def test_replay_with_skill_routing_reveals_only_recorded_labels(crowd_dir: Path) -> None:
+    """Replayed through arrivals, every read is a worker's own recorded label of that item,
+    revealed at most once, and every item ends with a label."""
+    labels = pd.read_csv(crowd_dir / "snow2008_rte" / "labels.csv", dtype=str)
+    truth = pd.read_csv(crowd_dir / "snow2008_rte" / "truth.csv", dtype=str)
+    items = sorted(set(labels["item"]))[:150]
+    labels = labels[labels["item"].isin(items)].drop_duplicates(["item", "annotator"])
+    recorded = {(r.item, r.annotator): r.label for r in labels.itertuples()}
+    seen: list[tuple[str, str, str]] = []
+
+    class Logged(RecordedLabels):
+        def read_as(self, reader: str, item: str) -> tuple[str, float]:
+            label, minutes = super().read_as(reader, item)
+            seen.append((reader, item, label))
+            return label, minutes
+
+    source = Logged(labels, dict(zip(truth["item"], truth["label"], strict=True)),
+                    np.random.default_rng(0))
+    classes = sorted(set(labels["label"]))
+    policy = parse_policy("workflow: adaptive\nm: 2\nk_max: 7\ntarget: 0.8\nmethod: onecoin\n"
+                          "reader_prior: empirical\nclass_prior: uniform\n"
+                          "on_exhausted: accept\nrouting: skill\n")
+    result = run_policy(policy, classes, dict.fromkeys(classes, RiskLevel.LOW), items, source)
+    assert seen and all(recorded[(i, r)] == lab for r, i, lab in seen)
+    assert len({(r, i) for r, i, _l in seen}) == len(seen)
+    assert result.items["label"].notna().all()
+    assert result.summary["labels_per_item"] * len(items) == len(seen)
+    assert result.summary["accuracy"] > 0.8

@@ -104,6 +104,15 @@ class SimulatedReaders:
         """The readers of exactly ``tier`` (those who take that stage's work)."""
         return [r.name for r in self.readers if r.tier == tier]
 
+    def arrive(self, open_items: set[str], tier: int) -> str | None:
+        """The next reader of ``tier`` to ask for work: uniformly at random."""
+        names = self.names(tier)
+        return names[int(self.rng.integers(len(names)))] if names else None
+
+    def readable(self, reader: str, open_items: set[str]) -> set[str]:
+        """The open items ``reader`` could read (any of them)."""
+        return open_items
+
     def read_as(self, reader: str, item: str) -> tuple[str, float]:
         """``reader``'s read of ``item``: ``(label, minutes)``."""
         who = next(r for r in self.readers if r.name == reader)
@@ -146,6 +155,37 @@ class RecordedLabels:
             self._queue[str(item)] = [pairs[k] for k in order]
         self._truth = {str(k): str(v) for k, v in truth.items()}
         self.minutes = minutes
+        self.rng = rng
+        self._by_reader: dict[str, dict[str, str]] = {}
+        for item, pairs in self._queue.items():
+            for reader, label in pairs:
+                self._by_reader.setdefault(reader, {})[item] = label
+        self._pairs = [(item, reader) for item, pairs in self._queue.items()
+                       for reader, _label in pairs]
+
+    def arrive(self, open_items: set[str], tier: int) -> str | None:
+        """The next worker to ask for work, with probability in proportion to the recorded
+        labels they still have on open items (a uniformly drawn unrevealed label's worker);
+        ``None`` when no open item has one left."""
+        pairs = self._pairs
+        while pairs:
+            k = int(self.rng.integers(len(pairs)))
+            item, reader = pairs[k]
+            if item in open_items and item in self._by_reader.get(reader, {}):
+                return reader
+            pairs[k] = pairs[-1]
+            pairs.pop()
+        return None
+
+    def readable(self, reader: str, open_items: set[str]) -> set[str]:
+        """The open items ``reader`` has an unrevealed recorded label on."""
+        return open_items.intersection(self._by_reader.get(reader, {}))
+
+    def read_as(self, reader: str, item: str) -> tuple[str, float]:
+        """``reader``'s recorded label of ``item`` (revealed once): ``(label, minutes)``."""
+        label = self._by_reader[reader].pop(item)
+        self._queue[item] = [(r, lab) for r, lab in self._queue[item] if r != reader]
+        return label, self.minutes
 
     @property
     def items(self) -> list[str]:
@@ -157,6 +197,7 @@ class RecordedLabels:
         queue = self._queue.get(item, [])
         while queue:
             reader, label = queue.pop(0)
+            self._by_reader.get(reader, {}).pop(item, None)
             if reader not in exclude:
                 return reader, label, self.minutes
         return None
@@ -208,10 +249,12 @@ def run_policy(
     separately (``summary["calibration_labels"]``): they estimate each reader's accuracy the
     way a calibration batch does.
 
-    A policy with ``routing: skill`` and a :class:`SimulatedReaders` source runs through
+    A policy with ``routing: skill`` and a :class:`SimulatedReaders` or :class:`RecordedLabels`
+    source runs through
     :func:`run_arrivals` (readers arriving one at a time), as the task queue would serve it.
     """
-    if policy.routing == Routing.SKILL and isinstance(source, SimulatedReaders) and not drafts:
+    if (policy.routing == Routing.SKILL and isinstance(source, SimulatedReaders | RecordedLabels)
+            and not drafts):
         return run_arrivals(policy, classes, risks, items, source, gold=gold,
                             calibration=calibration)
     calib = dict(calibration or {})
@@ -318,7 +361,7 @@ def run_arrivals(
     classes: Sequence[str],
     risks: Mapping[str, RiskLevel],
     items: Sequence[str],
-    source: SimulatedReaders,
+    source: SimulatedReaders | RecordedLabels,
     *,
     gold: Mapping[str, str] | None = None,
     calibration: Mapping[str, str] | None = None,
@@ -327,7 +370,10 @@ def run_arrivals(
 ) -> SimulationResult:
     """Run ``policy`` the way the task queue serves readers: one read at a time.
 
-    Each step a tier-1 reader, drawn uniformly at random, asks for a task. The candidates are
+    Each step a reader of the annotate tier asks for a task: for :class:`SimulatedReaders`
+    drawn uniformly at random (every reader does the same share), for a replayed
+    :class:`RecordedLabels` a worker in proportion to the recorded labels they still have on
+    open items (they may read only those). The candidates are
     the items that need a read and that reader has not read, in queue order (started items
     with the least confident consensus first, then the oldest; the first ``window`` started
     ones and the oldest fresh one are considered). With ``routing: skill``
@@ -340,7 +386,6 @@ def run_arrivals(
     Arguments and result as :func:`run_policy`.
     """
     tier = policy.stage_tier("annotate")
-    names = source.names(tier)
     calib = dict(calibration or {})
     calib_reads = _calibrate(policy, source, calib)
     gold_series = pd.Series({**dict(gold or {}), **calib}, dtype=object)
@@ -391,20 +436,18 @@ def run_arrivals(
             open_items.add(item)
     since_fit = 0
     stalled = 0
-    rng = source.rng
     while open_items:
-        reader = names[int(rng.integers(len(names)))]
-        mine = [i for i in open_items if reader not in readers_of[i]]
+        reader = source.arrive(open_items, tier)
+        if reader is None:  # no reader has anything left to read on an open item
+            break
+        mine = [i for i in source.readable(reader, open_items) if reader not in readers_of[i]]
         started = sorted((i for i in mine if reads[i]),
                          key=lambda i: (confidence.get(i, 0.0), order[i]))[:window]
         fresh = min((i for i in mine if not reads[i]), key=order.__getitem__, default=None)
         candidates = started + ([fresh] if fresh is not None else [])
         if not candidates:
             stalled += 1
-            if stalled > 50 * len(names):  # no reader can read any open item any more
-                for item in sorted(open_items, key=order.__getitem__):
-                    final[item] = _exhausted(decide(policy, risks, state(item)),
-                                             tuple(reads[item]))
+            if stalled > 10_000:  # readers keep arriving with nothing they may read
                 break
             continue
         stalled = 0
@@ -449,6 +492,8 @@ def run_arrivals(
             open_items.discard(item)
         elif decision.action == "read":
             confidence[item] = float(decision.confidence or 0.0)
+    for item in sorted(open_items, key=order.__getitem__):  # no further read to be had
+        final[item] = _exhausted(decide(policy, risks, state(item)), tuple(reads[item]))
     return _result(policy, items, source, final, counts, minutes, 0,
                    float(len(calib_reads)))
 
