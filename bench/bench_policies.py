@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python bench/bench_policies.py [--items 2000] [--seeds 5] [--first-seed 0]
-        [--tune] [--out FILE]
+        [--tune] [--match TEXT] [--datasets ...] [--out FILE]
 
 1. **Simulated** (the issue's set-up): 5 classes, 30 readers whose accuracies are drawn from
    Beta(6, 2) (mean 0.75), ``--items`` items with uniformly drawn true classes; each policy runs
@@ -12,7 +12,13 @@ Run::
    majority vote. Each seed draws the true classes, then the reader pool, then the calibration
    answers, so every policy of a seed meets the same readers and items (a paired comparison).
    A ``known accuracies`` row runs the adaptive rule with every reader's true accuracy in the
-   posterior: the most any estimate of them can give.
+   posterior: the most any estimate of them can give with readers taking items as they come
+   (``…, skill routing``: with routing too).
+   Rows marked ``skill routing`` run the policy with ``routing: skill`` the way the task queue
+   serves it (:func:`truthset.workflow.simulate.run_arrivals`): readers ask for work one at a
+   time, uniformly at random, so every reader does the same share, and the open read each takes
+   is the one their read is most likely to settle; rows marked ``queue order (arrivals)`` run
+   the same arrivals with the queue's order, to show what routing alone changes.
 2. **Replay** of the public crowd datasets in ``../shared/data/crowd`` (those with a reference):
    every policy asks for reads, and each read reveals the item's next recorded label (in a
    shuffled order, 3 shuffles from ``--first-seed``); an item that runs out of recorded labels is
@@ -40,12 +46,14 @@ import pandas as pd
 from truthset.domain.policy import Policy, parse_policy
 from truthset.domain.schema import RiskLevel
 from truthset.workflow.engine import ItemState, decide
+from truthset.workflow.routing import ReaderModel
 from truthset.workflow.simulate import (
     LabelSource,
     RecordedLabels,
     SimReader,
     SimulatedReaders,
     parse_readers,
+    run_arrivals,
     run_policy,
 )
 
@@ -65,6 +73,8 @@ def adaptive(m: int, k_max: int, target: float, method: str, **fields: str) -> s
 
 #: ``reader_prior: empirical`` and ``class_prior: uniform`` (the adaptive posterior options).
 SHRUNK = {"reader_prior": "empirical", "class_prior": "uniform"}
+#: ``routing: skill`` (readers arriving one at a time; see the module docstring).
+SKILL = {"routing": "skill"}
 POLICIES: dict[str, str] = {
     "consensus k=3, mv": "workflow: consensus\nk: 3\ntarget: 0\n",
     BASELINE: "workflow: consensus\nk: 5\ntarget: 0\n",
@@ -74,6 +84,8 @@ POLICIES: dict[str, str] = {
     "adaptive m=2..7, mv 0.7": adaptive(2, 7, 0.7, "mv"),
     "adaptive m=2..7, onecoin 0.8, shrunk": adaptive(2, 7, 0.8, "onecoin", **SHRUNK),
     "adaptive m=2..7, onecoin 0.9, shrunk": adaptive(2, 7, 0.9, "onecoin", **SHRUNK),
+    "adaptive m=2..7, onecoin 0.8, shrunk, skill routing": adaptive(2, 7, 0.8, "onecoin",
+                                                                    **SHRUNK, **SKILL),
 }
 #: Calibration items read up front by every reader (estimates each reader's accuracy).
 CALIBRATED: dict[str, tuple[str, int]] = {
@@ -85,9 +97,19 @@ CALIBRATED: dict[str, tuple[str, int]] = {
     "adaptive m=1..7, onecoin 0.9, shrunk + 20 calibration": (
         adaptive(1, 7, 0.9, "onecoin", **SHRUNK), 20),
 }
+#: The reported skill-routed rows (settings chosen on the tuning seeds), and the same policies
+#: served in queue order through the same arrivals.
+ROUTED: dict[str, tuple[str, int]] = {
+    "adaptive m=1..7, onecoin 0.94, shrunk + 20 calibration, skill routing": (
+        adaptive(1, 7, 0.94, "onecoin", **SHRUNK, **SKILL), 20),
+    "adaptive m=1..7, onecoin 0.94, shrunk + 20 calibration, queue order (arrivals)": (
+        adaptive(1, 7, 0.94, "onecoin", **SHRUNK), 20),
+}
 #: Rows of the adaptive rule with every reader's true accuracy in the posterior.
 KNOWN_ACCURACIES: dict[str, tuple[str, int]] = {
-    f"known accuracies, m=1..7, {t}": (adaptive(1, 7, t, "onecoin"), 0) for t in (0.88, 0.9)
+    **{f"known accuracies, m=1..7, {t}": (adaptive(1, 7, t, "onecoin"), 0) for t in (0.88, 0.9)},
+    "known accuracies, m=1..7, 0.94, skill routing": (adaptive(1, 7, 0.94, "onecoin", **SKILL),
+                                                      0),
 }
 
 
@@ -108,8 +130,22 @@ def _tuning() -> dict[str, tuple[str, int]]:
         grid[f"m=1, ds {target} + 20 cal"] = (adaptive(1, 7, target, "ds"), 20)
         grid[f"m=1, ds uniform {target} + 20 cal"] = (
             adaptive(1, 7, target, "ds", class_prior="uniform"), 20)
+    for target in (0.9, 0.92, 0.93, 0.94, 0.95, 0.96):
+        grid[f"m=1, onecoin prior+uniform {target} + 20 cal, skill routing"] = (
+            adaptive(1, 7, target, "onecoin", **SHRUNK, **SKILL), 20)
+        grid[f"m=1, onecoin ML {target} + 20 cal, skill routing"] = (
+            adaptive(1, 7, target, "onecoin", **SKILL), 20)
+    for target in (0.8, 0.85, 0.88, 0.9):
+        grid[f"m=1, onecoin prior+uniform {target}, skill routing"] = (
+            adaptive(1, 7, target, "onecoin", **SHRUNK, **SKILL), 0)
+    for target in (0.9, 0.92, 0.94):
+        grid[f"m=1, onecoin prior+uniform {target} + 20 cal, queue order (arrivals)"] = (
+            adaptive(1, 7, target, "onecoin", **SHRUNK), 20)
     for target in (0.84, 0.86, 0.88, 0.9, 0.92):
         grid[f"known accuracies, m=1..7, {target}"] = (adaptive(1, 7, target, "onecoin"), 0)
+    for target in (0.88, 0.9, 0.92, 0.94):
+        grid[f"known accuracies, m=1..7, {target}, skill routing"] = (
+            adaptive(1, 7, target, "onecoin", **SKILL), 0)
     for target in (0.8, 0.85, 0.9):
         grid[f"known accuracies, m=2..7, {target}"] = (adaptive(2, 7, target, "onecoin"), 0)
     return grid
@@ -126,6 +162,9 @@ TUNING_REPLAY: dict[str, str] = {
        for t in (0.8, 0.9, 0.95)},
     "m=2, mv 0.6 (k_max 5)": POLICIES["adaptive m=2..5, mv 0.6"],
     "m=2, mv 0.7": POLICIES["adaptive m=2..7, mv 0.7"],
+    **{f"m=2, onecoin prior+uniform {t}, skill routing": adaptive(2, 7, t, "onecoin", **SHRUNK,
+                                                                  **SKILL)
+       for t in (0.8, 0.85, 0.9, 0.95)},
 }
 
 
@@ -185,8 +224,17 @@ def simulated(items: int, seeds: list[int], runs: dict[str, tuple[str, int]]) ->
         for seed in seeds:
             truth, calib, pool, rng = _pool(seed, items, n_cal, classes)
             started = time.perf_counter()
-            if name.startswith("known accuracies"):
+            if name.startswith("known accuracies") and name.endswith("skill routing"):
+                source = SimulatedReaders(pool, classes, truth, rng)
+                oracle = ReaderModel.from_accuracies(classes, {r.name: r.accuracy for r in pool})
+                summary = run_arrivals(policy, classes, risks, list(truth), source,
+                                       readers=oracle).summary
+            elif name.startswith("known accuracies"):
                 summary = known_accuracies(policy, classes, truth, pool, rng)
+            elif name.endswith("(arrivals)"):
+                source = SimulatedReaders(pool, classes, {**truth, **calib}, rng)
+                summary = run_arrivals(policy, classes, risks, list(truth), source,
+                                       calibration=calib).summary
             else:
                 source = SimulatedReaders(pool, classes, {**truth, **calib}, rng)
                 summary = run_policy(policy, classes, risks, list(truth), source,
@@ -256,6 +304,9 @@ def main() -> None:
                         help="first seed (default 0; 100 with --tune)")
     parser.add_argument("--tune", action="store_true",
                         help="run the tuning grid instead of the reported policies")
+    parser.add_argument("--match", default=None,
+                        help="run only the settings whose name contains this text (and the "
+                             "baseline)")
     parser.add_argument("--datasets", nargs="*",
                         default=["snow2008_rte", "snow2008_temp", "adult_ipeirotis"])
     parser.add_argument("--out", type=Path, default=None)
@@ -263,20 +314,27 @@ def main() -> None:
     first = args.first_seed if args.first_seed is not None else (100 if args.tune else 0)
     seeds = list(range(first, first + args.seeds))
     runs = TUNING if args.tune else {**{n: (t, 0) for n, t in POLICIES.items()}, **CALIBRATED,
-                                     **KNOWN_ACCURACIES}
+                                     **ROUTED, **KNOWN_ACCURACIES}
+    if args.match:
+        runs = {n: v for n, v in runs.items() if args.match in n or n == BASELINE}
     started = time.perf_counter()
-    sim = summarise(simulated(args.items, seeds, runs), ["policy"])
     what = "Tuning grid" if args.tune else "Simulated"
+    match = f" --match {args.match!r}" if args.match else ""
     parts = [f"Machine: {platform.processor() or platform.machine()}, Python "
              f"{platform.python_version()}; `python bench/bench_policies.py --items {args.items}"
-             f" --seeds {args.seeds} --first-seed {first}{' --tune' if args.tune else ''}`; "
-             f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n",
-             f"### {what}: 5 classes, 30 readers ~ Beta(6,2), {args.items} items, "
-             f"seeds {seeds[0]}–{seeds[-1]}\n", markdown(sim)]
+             f" --seeds {args.seeds} --first-seed {first}{' --tune' if args.tune else ''}"
+             f"{match}`; load average before: "
+             f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"]
+    if seeds:  # --seeds 0: replays only
+        sim = summarise(simulated(args.items, seeds, runs), ["policy"])
+        parts += [f"### {what}: 5 classes, 30 readers ~ Beta(6,2), {args.items} items, "
+                  f"seeds {seeds[0]}–{seeds[-1]}\n", markdown(sim)]
     if args.datasets:
         shuffles = list(range(first, first + 3))
-        frames = [replay(name, shuffles, TUNING_REPLAY if args.tune else POLICIES)
-                  for name in args.datasets]
+        replayed = TUNING_REPLAY if args.tune else POLICIES
+        if args.match:
+            replayed = {n: t for n, t in replayed.items() if args.match in n or n == BASELINE}
+        frames = [replay(name, shuffles, replayed) for name in args.datasets]
         rep = summarise(pd.concat(frames), ["dataset", "policy"])
         parts += [f"\n### Replay of recorded crowd labels (shuffles {shuffles[0]}–"
                   f"{shuffles[-1]})\n", markdown(rep)]

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from truthset.domain.policy import parse_policy
 from truthset.domain.schema import RiskLevel
+from truthset.workflow.routing import ReaderModel
 from truthset.workflow.simulate import (
     RecordedLabels,
     SimReader,
@@ -127,3 +129,27 @@ def test_replay_with_skill_routing_reveals_only_recorded_labels(crowd_dir: Path)
     assert result.items["label"].notna().all()
     assert result.summary["labels_per_item"] * len(items) == len(seen)
     assert result.summary["accuracy"] > 0.8
+
+
+def test_a_fixed_reader_model_gives_exact_bayes_posteriors() -> None:
+    """With ``readers`` given (true accuracies), every settled item's confidence is the one-coin
+    posterior of its reads computed by hand, and at least the target."""
+    pool = _pool()
+    rng = np.random.default_rng(11)
+    truth = {f"i{k}": CLASSES[int(rng.integers(5))] for k in range(80)}
+    source = _Recording(pool, CLASSES, truth, rng)
+    accuracy = {r.name: r.accuracy for r in pool}
+    policy = parse_policy("workflow: adaptive\nm: 1\nk_max: 6\ntarget: 0.9\nmethod: onecoin\n"
+                          "on_exhausted: accept\nrouting: skill\n")
+    result = run_arrivals(policy, CLASSES, RISKS, list(truth), source,
+                          readers=ReaderModel.from_accuracies(CLASSES, accuracy))
+    for row in result.items.itertuples():
+        like = np.ones(5)
+        for reader, item, label in source.log:
+            if item == row.item:
+                a = accuracy[reader]
+                like *= [a if c == label else (1 - a) / 4 for c in CLASSES]
+        post = like / like.sum()
+        assert row.label == CLASSES[int(np.argmax(post))]
+        assert row.confidence == pytest.approx(post.max(), abs=1e-9)
+        assert row.confidence >= 0.9 or row.reads == 6

@@ -367,6 +367,7 @@ def run_arrivals(
     calibration: Mapping[str, str] | None = None,
     refit_every: int = 30,
     window: int = 200,
+    readers: ReaderModel | None = None,
 ) -> SimulationResult:
     """Run ``policy`` the way the task queue serves readers: one read at a time.
 
@@ -383,7 +384,10 @@ def run_arrivals(
     it is final; the model is refitted on all reads every ``refit_every`` reads (the queue
     refits at every submit; between refits the Bayes update with the last fitted model stands
     in). ``review`` and ``adjudicate`` steps are read at once by a reader of their tier.
-    Arguments and result as :func:`run_policy`.
+    ``readers`` fixes the reader model instead of fitting it (e.g. the simulated readers' true
+    accuracies, to see what routing could do with perfect knowledge of them): posteriors are
+    then exact Bayes updates with it, never refitted. Other arguments and the result as
+    :func:`run_policy`.
     """
     tier = policy.stage_tier("annotate")
     calib = dict(calibration or {})
@@ -399,7 +403,7 @@ def run_arrivals(
     final: dict[str, Decision] = {}
     order = {item: k for k, item in enumerate(items)}
     confidence: dict[str, float] = {}
-    model: ReaderModel | None = None
+    model: ReaderModel | None = readers
 
     def refit() -> None:
         nonlocal model
@@ -425,7 +429,7 @@ def run_arrivals(
         return ItemState(reads=tuple(reads[item]), posterior=posterior,
                          u=stable_uniform("review", item))
 
-    if needs_model and calib_reads:
+    if needs_model and calib_reads and readers is None:
         refit()
     open_items: set[str] = set()
     for item in items:
@@ -467,7 +471,7 @@ def run_arrivals(
             if model is not None:
                 post[item] = model.update(post.get(item, model.prior), reader, label)
             since_fit += 1
-            if model is None or since_fit >= refit_every:
+            if readers is None and (model is None or since_fit >= refit_every):
                 refit()
                 since_fit = 0
         decision = decide(policy, risks, state(item))
