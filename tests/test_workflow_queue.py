@@ -286,10 +286,16 @@ def _run_threads(n: int, target: Callable[[int], Any]) -> list[Any]:
     return out
 
 
-def test_200_concurrent_requests_never_overfill_or_repeat(workspace: Workspace) -> None:
+@pytest.mark.parametrize("routing", ["queue", "skill"])
+def test_200_concurrent_requests_never_overfill_or_repeat(workspace: Workspace,
+                                                          routing: str) -> None:
     """100 readers ask twice each, all at once, for 20 items x 3 slots; then everyone who got
-    one submits at once and everybody asks again (adaptive: more reads for split items)."""
+    one submits at once and everybody asks again (adaptive: more reads for split items).
+    Under ``routing: skill`` the second round's reads are routed (see also
+    ``test_workflow_routing.py``, where the routing changes who gets what)."""
     policy = "workflow: adaptive\nm: 3\nk_max: 5\ntarget: 0.9\non_exhausted: accept\n"
+    if routing == "skill":  # every read is routed: fit, window, lock of the chosen slot
+        policy += "method: ds\nrouting: skill\n"
     make_project(workspace, policy, n_items=20, n_readers=100, staff=False)
     names = [f"r{k}" for k in range(100)]
     got = _run_threads(200, lambda k: call(workspace, names[k % 100], queue.next_task).task)

@@ -10,8 +10,10 @@ Concurrency (many API processes, one database):
 - :func:`next_task` first locks the reader's own user row (``SELECT … FOR UPDATE``), so one
   reader's requests run one after another and the "not this item again" check cannot race; it
   then takes the best free slot with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQL), so
-  concurrent readers never get the same slot and never wait on each other. On SQLite every
-  transaction starts with ``BEGIN IMMEDIATE`` and runs alone.
+  concurrent readers never get the same slot and never wait on each other. Under
+  ``routing: skill`` the slot the routing chooses is locked the same way (a slot locked or
+  taken meanwhile gives way to the next choice). On SQLite every transaction starts with
+  ``BEGIN IMMEDIATE`` and runs alone.
 - Submits lock the reader, then the item, then the item's slots, all before the first write
   (which takes the audit head's lock): every transaction waits on rows before it holds the
   audit lock, never after, so lock waits cannot form a cycle.
@@ -26,15 +28,17 @@ raise a :class:`Refusal`; the caller's transaction rolls back and :func:`audit_r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, Exists, and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
+from threadpoolctl import ThreadpoolController
 
 from truthset import audit
 from truthset.domain.errors import (
@@ -43,8 +47,16 @@ from truthset.domain.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from truthset.domain.policy import Policy, PrelabelUse, Stage, WorkflowKind, qualifies
+from truthset.domain.policy import (
+    Policy,
+    PrelabelUse,
+    Routing,
+    Stage,
+    WorkflowKind,
+    qualifies,
+)
 from truthset.domain.schema import RiskLevel, SchemaKind
+from truthset.quality.aggregation.base import Aggregator
 from truthset.quality.aggregation.multilabel import MultiLabelAggregator
 from truthset.quality.aggregation.registry import AGGREGATORS
 from truthset.quality.shapes import ImageBounds, parse_objects
@@ -69,7 +81,7 @@ from truthset.workflow.engine import (
     Decision,
     ItemState,
     ReviewOutcome,
-    consensus_posteriors,
+    consensus_model,
     core_payload,
     decide,
     method_params,
@@ -79,6 +91,7 @@ from truthset.workflow.engine import (
     stable_uniform,
 )
 from truthset.workflow.policies import CurrentPolicy, current_policy, reader_roles
+from truthset.workflow.routing import Candidate, ReaderModel, pick
 from truthset.workspace.projects import ProjectRules, rules
 
 if TYPE_CHECKING:
@@ -304,41 +317,84 @@ def _facts(session: Session, item: Item) -> _ItemFacts:
 
 def project_reads(session: Session, project: Project) -> pd.DataFrame:
     """Every workflow read of the project (annotate and calibration stages, known-answer items
-    included): ``item, annotator, label`` with item ids as strings."""
+    included): ``item, annotator, label`` with item ids as strings. Only the payload's
+    ``label`` is read (in SQL: the consensus fit that reads this table runs at every submit
+    and, under ``routing: skill``, at every routed ``next_task``)."""
     rows = session.execute(
-        select(Annotation.item_id, User.username, Annotation.payload)
+        select(Annotation.item_id, User.username, Annotation.payload["label"].as_string())
         .join(Task, Task.id == Annotation.task_id).join(User, User.id == Annotation.author_id)
         .where(Annotation.project_id == project.id,
                Task.stage.in_((Stage.ANNOTATE.value, Stage.CALIBRATE.value)),
                Task.status == DONE, Annotation.parent_id.is_(None))
         .order_by(Annotation.id)).all()
-    return pd.DataFrame([(str(i), u, _label(p)) for i, u, p in rows],
+    return pd.DataFrame([(str(i), u, None if lab is None else str(lab)) for i, u, lab in rows],
                         columns=["item", "annotator", "label"])
 
 
-def _posterior(session: Session, project: Project, policy: Policy, item: Item,
-               classes: tuple[str, ...], facts: _ItemFacts) -> dict[str, float] | None:
-    """The policy method's posterior for ``item`` fitted on the whole project's reads (gold
-    answers clamped); ``None`` for majority vote (decide() uses the vote shares)."""
-    if policy.method == "mv" or not facts.reads:
-        return None
-    if schema_shape(_rules(session, project).schema) == "multi":
-        return _multi_label_posterior(session, project, policy, item, classes)
+@dataclass(frozen=True)
+class ConsensusFit:
+    """The policy's consensus method fitted once on the whole project's reads.
+
+    Attributes
+    ----------
+    model:
+        The fitted aggregator: ``probas_`` (item id as a string x class) is every read item's
+        posterior; for ``onecoin``/``ds`` its reader parameters feed
+        :meth:`truthset.workflow.routing.ReaderModel.from_fit`.
+    table:
+        The reads it was fitted on (``item, annotator, label``; a model draft counted as a read
+        under ``prelabels: draft``, as :func:`truthset.workflow.engine.reads_with_draft`).
+    """
+
+    model: Aggregator
+    table: pd.DataFrame
+
+
+def consensus_fit(session: Session, project: Project, policy: Policy,
+                  classes: tuple[str, ...]) -> ConsensusFit | None:
+    """Fit ``policy.method`` (single-label classification) on every workflow read of the
+    project (:func:`project_reads`), plus the model drafts under ``prelabels: draft``, with the
+    known answers clamped. ``None`` when the method cannot be fitted (no reads, or too few)."""
     table = project_reads(session, project)
     if policy.prelabels == PrelabelUse.DRAFT:
         drafts = session.execute(select(Annotation.item_id, Annotation.payload).where(
             Annotation.project_id == project.id, Annotation.source == "model")).all()
-        extra = pd.DataFrame([(str(i), "model", _label(p)) for i, p in drafts],
+        extra = pd.DataFrame([(str(i), MODEL_READER, _label(p)) for i, p in drafts],
                              columns=["item", "annotator", "label"])
         table = pd.concat([extra, table], ignore_index=True).drop_duplicates(
             ["item", "annotator"], keep="last")
     gold = pd.Series({str(g.item_id): _label(g.label) for g in session.scalars(
         select(GoldItem).where(GoldItem.project_id == project.id))}, dtype=object)
     try:
-        post = consensus_posteriors(policy.method, classes, table, gold,
+        # One BLAS thread: the fit's matrices are small, and a threaded BLAS made a Dawid-Skene
+        # fit on 10,000 reads take 0.5 s instead of 0.02 s (2 cores, shared machine).
+        with _blas().limit(limits=1, user_api="blas"):
+            model = consensus_model(policy.method, classes, table, gold,
                                     **method_params(policy))
-    except (ValueError, KeyError):  # too few reads for the method: fall back to the vote
+    except (ValueError, KeyError):  # no reads, or too few for the method (InputError too)
         return None
+    return ConsensusFit(model, table)
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    """The process's thread-pool controller (made once: making one scans loaded libraries)."""
+    return ThreadpoolController()
+
+
+def _posterior(session: Session, project: Project, policy: Policy, item: Item,
+               classes: tuple[str, ...], facts: _ItemFacts) -> dict[str, float] | None:
+    """The policy method's posterior for ``item`` fitted on the whole project's reads (gold
+    answers clamped; :func:`consensus_fit`); ``None`` for majority vote (decide() uses the
+    vote shares) and when the method cannot be fitted."""
+    if policy.method == "mv" or not facts.reads:
+        return None
+    if schema_shape(_rules(session, project).schema) == "multi":
+        return _multi_label_posterior(session, project, policy, item, classes)
+    fit = consensus_fit(session, project, policy, classes)
+    if fit is None:  # too few reads for the method: fall back to the vote
+        return None
+    post = fit.model.probas_
     key = str(item.id)
     if key not in post.index:
         return None
@@ -780,7 +836,10 @@ def next_task(session: Session, project: Project, user: User, *,
     best free slot of a stage they qualify for (role, tier, specialty), skipping items they
     already have a slot on and items whose provisional class they are suspended for. Best:
     items with an overdue escalation first, then adjudications, reviews, reads; within a stage,
-    the higher priority (uncertain items) first, then the oldest.
+    the higher priority (uncertain items) first, then the oldest. Under ``routing: skill``
+    (single-label classification), when the best free slot is a read, the read is chosen among
+    the free reads by how likely this reader's read is to settle the item
+    (:mod:`truthset.workflow.routing`; see :func:`_route`).
     """
     now = now or utcnow()
     _lock_user(session, user)
@@ -826,38 +885,143 @@ def next_task(session: Session, project: Project, user: User, *,
     return NextTask(_view(session, project, task, policy), "")
 
 
-def _claim(session: Session, project: Project, user: User, stages: list[Stage],
-           policy: Policy, now: datetime) -> Task | None:
+def _free_slots(project: Project, user: User, stages: list[Stage],
+                now: datetime) -> list[ColumnElement[bool]]:
+    """Conditions of a slot ``user`` may take now: the project's, of a stage they qualify for,
+    free (open, or its lease expired), on an item they have no slot on (any status but
+    cancelled/superseded), and not escalated above their tier."""
     other = aliased(Task)
     mine = exists().where(other.item_id == Task.item_id, other.assignee_id == user.id,
                           other.id != Task.id,
                           other.status.in_((OPEN, LEASED, DONE, SKIPPED, FLAGGED)))
-    overdue = exists().where(Escalation.item_id == Task.item_id, Escalation.status == "open",
-                             Escalation.due_at < now)
-    rank = case(_STAGE_RANK, value=Task.stage, else_=0)
     free = or_(Task.status == OPEN, and_(Task.status == LEASED, Task.lease_expires_at < now))
     # An escalation raised past its first tier (overdue) needs a reader of that tier.
     above = exists().where(Escalation.item_id == Task.item_id, Escalation.status == "open",
                            Escalation.to_tier > user.tier)
-    suspended = rd.suspended_classes(session, project, user)
+    return [Task.project_id == project.id, Task.stage.in_([s.value for s in stages]), free,
+            ~mine, ~above]
+
+
+def _overdue(now: datetime) -> Exists:
+    """The slot's item has an open escalation past its deadline."""
+    return exists().where(Escalation.item_id == Task.item_id, Escalation.status == "open",
+                          Escalation.due_at < now)
+
+
+def _claim(session: Session, project: Project, user: User, stages: list[Stage],
+           policy: Policy, now: datetime) -> Task | None:
+    """Lock and lease the best free slot for ``user``: queue order, except that under
+    ``routing: skill`` a best slot that is a read (not overdue) lets :func:`_route` choose
+    among the reads."""
+    filters = _free_slots(project, user, stages, now)
+    overdue = _overdue(now)
+    rank = case(_STAGE_RANK, value=Task.stage, else_=0)
+    order = (overdue.desc(), rank.desc(), Task.priority.desc(), Task.id)
+    suspended = set(rd.suspended_classes(session, project, user))
+    routed = (policy.routing == Routing.SKILL and Stage.ANNOTATE in stages
+              and schema_shape(_rules(session, project).schema) == "single")
     skip: list[int] = []
     for _attempt in range(200):
-        stmt = (select(Task).where(Task.project_id == project.id,
-                                   Task.stage.in_([s.value for s in stages]), free, ~mine,
-                                   ~above)
-                .order_by(overdue.desc(), rank.desc(), Task.priority.desc(), Task.id)
-                .limit(1).with_for_update(skip_locked=True, of=Task))
-        if skip:
-            stmt = stmt.where(Task.id.not_in(skip))
-        task = session.scalar(stmt)
+        not_skipped = [Task.id.not_in(skip)] if skip else []
+        if routed:
+            # Look (without locking) at what queue order would give: only a read is routed.
+            best = session.execute(select(Task.id, Task.item_id, Task.stage,
+                                          overdue.label("overdue"))
+                                   .where(*filters, *not_skipped).order_by(*order)
+                                   .limit(1)).first()
+            if best is None:
+                return None
+            if suspended and _provisional_classes(session, project, best.item_id,
+                                                  policy) & suspended:
+                skip.append(best.id)
+                continue
+            routed = False  # routed once per call; after that, queue order
+            if best.stage == Stage.ANNOTATE.value and not best.overdue:
+                chosen = _route(session, project, user, policy, suspended, skip, now)
+                if chosen is not None:
+                    _lease(session, chosen, user, policy, now)
+                    return chosen
+        task = session.scalar(select(Task).where(*filters, *not_skipped).order_by(*order)
+                              .limit(1).with_for_update(skip_locked=True, of=Task))
         if task is None:
             return None
         if suspended and _provisional_classes(session, project, task.item_id,
-                                              policy) & set(suspended):
+                                              policy) & suspended:
             skip.append(task.id)
             continue
         _lease(session, task, user, policy, now)
         return task
+    return None
+
+
+#: Free read slots (one per item) ``routing: skill`` chooses among.
+ROUTING_WINDOW = 200
+
+
+def _route(session: Session, project: Project, user: User, policy: Policy,
+           suspended: set[str], skip: list[int], now: datetime) -> Task | None:
+    """``routing: skill``: the annotate slot :func:`truthset.workflow.routing.pick` chooses
+    for ``user``, locked with ``FOR UPDATE SKIP LOCKED``; ``None`` leaves the choice to queue
+    order.
+
+    The candidates are the first :data:`ROUTING_WINDOW` free annotate slots ``user`` may take
+    (not overdue, not ``skip``), in queue order, one per item and no known-answer item, plus
+    the best fresh item (no done read yet) when the window missed it. The policy's consensus
+    method is fitted once (:func:`consensus_fit`) and gives the reader model and every
+    candidate's posterior and read count (a draft counted as a read under
+    ``prelabels: draft``); the base rules give ``target`` and the reads an item needs before
+    it may settle (``m``/``k``; ``by_risk`` overrides are not consulted). No fit (too few
+    reads), fewer than two candidates, or nothing lockable: ``None``. A chosen slot whose
+    item's provisional class ``user`` is suspended for, or that another reader locked or took
+    meanwhile, gives way to the next choice.
+    """
+    filters = [*_free_slots(project, user, [Stage.ANNOTATE], now), ~_overdue(now),
+               ~exists().where(GoldItem.item_id == Task.item_id)]
+    if skip:
+        filters.append(Task.id.not_in(skip))
+    window = select(Task.id, Task.item_id).where(*filters).order_by(Task.priority.desc(),
+                                                                     Task.id)
+    rows = list(session.execute(window.limit(ROUTING_WINDOW)).all())
+    done = aliased(Task)
+    fresh = session.execute(window.where(~exists().where(
+        done.item_id == Task.item_id, done.stage == Stage.ANNOTATE.value,
+        done.status == DONE)).limit(1)).first()
+    slots: dict[int, int] = {}  # item id -> its best slot, in queue order
+    for slot_id, item_id in [*rows, *([fresh] if fresh is not None else [])]:
+        slots.setdefault(int(item_id), int(slot_id))
+    if len(slots) < 2:
+        return None
+    classes = _rules(session, project).schema.class_names
+    fit = consensus_fit(session, project, policy, classes)
+    if fit is None:
+        return None
+    try:
+        readers = ReaderModel.from_fit(fit.model, classes)
+    except TypeError:
+        return None
+    keys = [str(item_id) for item_id in slots]
+    posteriors = fit.model.probas_.reindex(index=keys, columns=list(classes))
+    read = posteriors.notna().all(axis=1).to_numpy()  # items the fit has seen
+    values = posteriors.to_numpy(dtype=float)
+    reads = fit.table["item"].value_counts().reindex(keys, fill_value=0).to_numpy()
+    candidates = [Candidate(slot_id, int(reads[j]), values[j] if read[j] else None)
+                  for j, slot_id in enumerate(slots.values())]
+    rules = policy.for_risk(None)
+    item_of: dict[Hashable, int] = {slot_id: item_id for item_id, slot_id in slots.items()}
+    for _attempt in range(20):
+        if not candidates:
+            return None
+        chosen = candidates.pop(pick(candidates, readers, user.username, target=rules.target,
+                                     min_reads=rules.first_reads))
+        if suspended and _provisional_classes(session, project, item_of[chosen.key],
+                                              policy) & suspended:
+            continue
+        locked = session.scalar(
+            select(Task).where(Task.id == chosen.key, *filters)
+            .with_for_update(skip_locked=True, of=Task)
+            .execution_options(populate_existing=True))
+        if locked is not None:
+            return locked
     return None
 
 
