@@ -37,6 +37,7 @@ from truthset.domain.schema import ClassificationMode, LabelSchema, RiskLevel
 from truthset.quality.aggregation.base import Aggregator, GoldLike
 from truthset.quality.aggregation.registry import make_aggregator
 from truthset.quality.shapes import ImageBounds
+from truthset.quality.threads import one_blas_thread
 from truthset.workflow.geometric import geometric_consensus
 
 Action = Literal["read", "review", "adjudicate", "final"]
@@ -419,7 +420,8 @@ def consensus_model(
         seen = set(table["item"])
         gold = gold[[i in seen for i in gold.index]] if isinstance(gold, pd.Series) else gold
     model = make_aggregator(method, classes=list(classes), **params)
-    model.fit(table[["item", "annotator", "label"]], gold=gold)
+    with one_blas_thread():  # small matrices: see truthset.quality.threads
+        model.fit(table[["item", "annotator", "label"]], gold=gold)
     return model
 
 

@@ -32,13 +32,11 @@ from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from sqlalchemy import ColumnElement, Exists, and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
-from threadpoolctl import ThreadpoolController
 
 from truthset import audit
 from truthset.domain.errors import (
@@ -366,20 +364,10 @@ def consensus_fit(session: Session, project: Project, policy: Policy,
     gold = pd.Series({str(g.item_id): _label(g.label) for g in session.scalars(
         select(GoldItem).where(GoldItem.project_id == project.id))}, dtype=object)
     try:
-        # One BLAS thread: the fit's matrices are small, and a threaded BLAS made a Dawid-Skene
-        # fit on 10,000 reads take 0.5 s instead of 0.02 s (2 cores, shared machine).
-        with _blas().limit(limits=1, user_api="blas"):
-            model = consensus_model(policy.method, classes, table, gold,
-                                    **method_params(policy))
+        model = consensus_model(policy.method, classes, table, gold, **method_params(policy))
     except (ValueError, KeyError):  # no reads, or too few for the method (InputError too)
         return None
     return ConsensusFit(model, table)
-
-
-@cache
-def _blas() -> ThreadpoolController:
-    """The process's thread-pool controller (made once: making one scans loaded libraries)."""
-    return ThreadpoolController()
 
 
 def _posterior(session: Session, project: Project, policy: Policy, item: Item,

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Literal
 
 import numpy as np
@@ -41,11 +40,11 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import minimize
 from scipy.special import betaln, digamma, expit
-from threadpoolctl import ThreadpoolController
 
 from truthset.domain.errors import InputError
 from truthset.quality.aggregation.base import Aggregator
 from truthset.quality.table import EncodedLabels
+from truthset.quality.threads import one_blas_thread
 
 #: Floor on probabilities before logs, as in crowd-kit.
 EPS = 1e-10
@@ -334,12 +333,6 @@ class DawidSkene(Aggregator):
         self.skills_ = pd.Series(diag @ self.priors_.to_numpy(), index=annotators, name="skill")
 
 
-@cache
-def _blas() -> ThreadpoolController:
-    """The process's thread-pool controller (made once: making one scans loaded libraries)."""
-    return ThreadpoolController()
-
-
 def fit_beta_prior(successes: np.ndarray, trials: np.ndarray) -> tuple[float, float] | None:
     """Beta(a, b) prior of per-reader accuracies, fitted by empirical Bayes.
 
@@ -380,9 +373,8 @@ def fit_beta_prior(successes: np.ndarray, trials: np.ndarray) -> tuple[float, fl
         return -value, -grad
 
     lo, hi = np.log(1e-4 / (1 - 1e-4)), np.log((1 - 1e-4) / 1e-4)
-    # One BLAS thread: L-BFGS-B's vectors have two entries, and a threaded BLAS on a busy
-    # machine made each call 50-140 ms instead of 0.8 ms (measured on 2 cores, load 4).
-    with _blas().limit(limits=1, user_api="blas"):
+    # One BLAS thread: L-BFGS-B's vectors have two entries (see truthset.quality.threads).
+    with one_blas_thread():
         result = minimize(nll, np.array([np.log(pooled / (1 - pooled)), np.log(10.0)]),
                           jac=True, method="L-BFGS-B",
                           bounds=[(lo, hi), (np.log(0.5), np.log(1e4))])
