@@ -23,7 +23,7 @@ from truthset.domain.policy import parse_policy
 from truthset.quality.aggregation.dawid_skene import DawidSkene, OneCoinDawidSkene
 from truthset.store.models import Annotation, Item, Task
 from truthset.workflow import policies, queue, routing
-from truthset.workflow.routing import Candidate, ReaderModel, pick, settle_chance
+from truthset.workflow.routing import REFIT_EVERY, Candidate, ReaderModel, pick, settle_chance
 from truthset.workspace import projects, users
 from truthset.workspace.workspace import Workspace
 from workflow_support import SCHEMA, call, make_project
@@ -452,3 +452,62 @@ def test_project_reads_takes_the_label_from_the_stored_payload(workspace: Worksp
     assert sorted(table["label"]) == sorted(names)
     assert set(zip(table["item"], table["label"], strict=True)) == stored
     assert all(isinstance(i, str) for i in table["item"])
+
+
+def test_posterior_from_reads_is_bayes_rule_under_the_fitted_model() -> None:
+    """An item's posterior from its own reads (:meth:`ReaderModel.posterior`) is the fitted
+    class prior times, per read, the fitted accuracy of its reader for the class read and
+    ``(1 - s) / (K - 1)`` for the others, normalised (computed here by hand)."""
+    table, classes = _table()
+    model = OneCoinDawidSkene(classes=list(classes))
+    model.fit(table)
+    readers = ReaderModel.from_fit(model, classes)
+    skills, priors = model.skills_, model.priors_
+    for _item, group in table.groupby("item"):
+        hand = np.array([priors[c] for c in classes])
+        for reader, label in zip(group["annotator"], group["label"], strict=True):
+            s_w = skills[reader]
+            hand *= [s_w if c == label else (1 - s_w) / 2 for c in classes]
+        own = readers.posterior(list(zip(group["annotator"], group["label"], strict=True)))
+        np.testing.assert_allclose(own, hand / hand.sum(), atol=1e-12)
+    assert readers.posterior([]).tolist() == readers.prior.tolist()
+    assert readers.posterior([("s", "not a class")]).tolist() == readers.prior.tolist()
+
+
+def test_reader_model_is_kept_until_enough_new_reads(workspace: Workspace) -> None:
+    """The routed queue keeps its fitted reader model until REFIT_EVERY more reads, a change of
+    known answers or of the policy version; the items' posteriors never come from the kept
+    fit, so a read made since still counts."""
+    _calibrated_project(workspace, "skill")
+    classes = ("normal", "nodule", "effusion")
+
+    def model() -> ReaderModel | None:
+        with workspace.sessions() as s:
+            p = projects.get_project(s, "chest")
+            cur = policies.current_policy(s, p)
+            return queue.reader_model(s, p, cur.policy, cur.version, classes)
+
+    first = model()
+    assert first is not None and model() is first  # nothing new: the kept fit
+    # A few more reads (fewer than REFIT_EVERY): still the kept fit.
+    task = call(workspace, "strong", queue.next_task).task
+    assert task is not None
+    call(workspace, "strong", queue.submit, task.task_id, {"label": "normal"})
+    assert model() is first
+    # The kept model's accuracies are the fit's: strong 1.0, weak 0.4 (as fitted above).
+    assert first.likelihood("strong")[0, 0] == pytest.approx(1.0, abs=1e-6)
+    assert first.likelihood("weak")[0, 0] == pytest.approx(0.4, abs=1e-6)
+    # New known answers: fitted anew.
+    with workspace.sessions.begin() as s:
+        p = projects.get_project(s, "chest")
+        s.add(Item(project_id=p.id, external_id="g-new", kind="image"))
+        s.flush()
+        policies.add_gold(s, p, {"g-new": "normal"}, purpose="gold")
+    second = model()
+    assert second is not None and second is not first
+    # REFIT_EVERY reads later it is fitted anew too (simulated by lowering the kept count).
+    key = next(k for k, v in queue._reader_models.items() if v[0] is second)
+    kept = queue._reader_models[key]
+    queue._reader_models[key] = (kept[0], kept[1] - REFIT_EVERY, kept[2], kept[3])
+    third = model()
+    assert third is not None and third is not second

@@ -28,6 +28,8 @@ raise a :class:`Refusal`; the caller's transaction rolls back and :func:`audit_r
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,7 +91,7 @@ from truthset.workflow.engine import (
     stable_uniform,
 )
 from truthset.workflow.policies import CurrentPolicy, current_policy, reader_roles
-from truthset.workflow.routing import Candidate, ReaderModel, pick
+from truthset.workflow.routing import REFIT_EVERY, Candidate, ReaderModel, pick
 from truthset.workspace.projects import ProjectRules, rules
 
 if TYPE_CHECKING:
@@ -313,20 +315,41 @@ def _facts(session: Session, item: Item) -> _ItemFacts:
     )
 
 
-def project_reads(session: Session, project: Project) -> pd.DataFrame:
+def project_reads(session: Session, project: Project,
+                  item_ids: list[int] | None = None) -> pd.DataFrame:
     """Every workflow read of the project (annotate and calibration stages, known-answer items
-    included): ``item, annotator, label`` with item ids as strings. Only the payload's
-    ``label`` is read (in SQL: the consensus fit that reads this table runs at every submit
-    and, under ``routing: skill``, at every routed ``next_task``)."""
-    rows = session.execute(
-        select(Annotation.item_id, User.username, Annotation.payload["label"].as_string())
-        .join(Task, Task.id == Annotation.task_id).join(User, User.id == Annotation.author_id)
-        .where(Annotation.project_id == project.id,
-               Task.stage.in_((Stage.ANNOTATE.value, Stage.CALIBRATE.value)),
-               Task.status == DONE, Annotation.parent_id.is_(None))
-        .order_by(Annotation.id)).all()
+    included), or of ``item_ids`` only: ``item, annotator, label`` with item ids as strings.
+    Only the payload's ``label`` is read (in SQL: the consensus fit that reads this table runs
+    at every submit)."""
+    stmt = (select(Annotation.item_id, User.username, Annotation.payload["label"].as_string())
+            .join(Task, Task.id == Annotation.task_id).join(User, User.id == Annotation.author_id)
+            .where(Annotation.project_id == project.id,
+                   Task.stage.in_((Stage.ANNOTATE.value, Stage.CALIBRATE.value)),
+                   Task.status == DONE, Annotation.parent_id.is_(None))
+            .order_by(Annotation.id))
+    if item_ids is not None:
+        stmt = stmt.where(Annotation.item_id.in_(item_ids))
+    rows = session.execute(stmt).all()
     return pd.DataFrame([(str(i), u, None if lab is None else str(lab)) for i, u, lab in rows],
                         columns=["item", "annotator", "label"])
+
+
+def _reads_table(session: Session, project: Project, policy: Policy,
+                 item_ids: list[int] | None = None) -> pd.DataFrame:
+    """:func:`project_reads`, with each item's model draft counted as a read (reader
+    ``model``, first) under ``prelabels: draft``."""
+    table = project_reads(session, project, item_ids)
+    if policy.prelabels == PrelabelUse.DRAFT:
+        stmt = select(Annotation.item_id, Annotation.payload).where(
+            Annotation.project_id == project.id, Annotation.source == "model")
+        if item_ids is not None:
+            stmt = stmt.where(Annotation.item_id.in_(item_ids))
+        extra = pd.DataFrame([(str(i), MODEL_READER, _label(p))
+                              for i, p in session.execute(stmt).all()],
+                             columns=["item", "annotator", "label"])
+        table = pd.concat([extra, table], ignore_index=True).drop_duplicates(
+            ["item", "annotator"], keep="last")
+    return table
 
 
 @dataclass(frozen=True)
@@ -353,14 +376,7 @@ def consensus_fit(session: Session, project: Project, policy: Policy,
     """Fit ``policy.method`` (single-label classification) on every workflow read of the
     project (:func:`project_reads`), plus the model drafts under ``prelabels: draft``, with the
     known answers clamped. ``None`` when the method cannot be fitted (no reads, or too few)."""
-    table = project_reads(session, project)
-    if policy.prelabels == PrelabelUse.DRAFT:
-        drafts = session.execute(select(Annotation.item_id, Annotation.payload).where(
-            Annotation.project_id == project.id, Annotation.source == "model")).all()
-        extra = pd.DataFrame([(str(i), MODEL_READER, _label(p)) for i, p in drafts],
-                             columns=["item", "annotator", "label"])
-        table = pd.concat([extra, table], ignore_index=True).drop_duplicates(
-            ["item", "annotator"], keep="last")
+    table = _reads_table(session, project, policy)
     gold = pd.Series({str(g.item_id): _label(g.label) for g in session.scalars(
         select(GoldItem).where(GoldItem.project_id == project.id))}, dtype=object)
     try:
@@ -867,7 +883,7 @@ def next_task(session: Session, project: Project, user: User, *,
                                       now)
             if task is not None:
                 return NextTask(_view(session, project, task, policy), "")
-    task = _claim(session, project, user, stages, policy, now)
+    task = _claim(session, project, user, stages, policy, now, cur.version)
     if task is None:
         return NextTask(None, "no task is waiting for you right now")
     return NextTask(_view(session, project, task, policy), "")
@@ -897,7 +913,7 @@ def _overdue(now: datetime) -> Exists:
 
 
 def _claim(session: Session, project: Project, user: User, stages: list[Stage],
-           policy: Policy, now: datetime) -> Task | None:
+           policy: Policy, now: datetime, version: int = 0) -> Task | None:
     """Lock and lease the best free slot for ``user``: queue order, except that under
     ``routing: skill`` a best slot that is a read (not overdue) lets :func:`_route` choose
     among the reads."""
@@ -925,7 +941,8 @@ def _claim(session: Session, project: Project, user: User, stages: list[Stage],
                 continue
             routed = False  # routed once per call; after that, queue order
             if best.stage == Stage.ANNOTATE.value and not best.overdue:
-                chosen = _route(session, project, user, policy, suspended, skip, now)
+                chosen = _route(session, project, user, policy, version, suspended, skip,
+                                now)
                 if chosen is not None:
                     _lease(session, chosen, user, policy, now)
                     return chosen
@@ -943,10 +960,56 @@ def _claim(session: Session, project: Project, user: User, stages: list[Stage],
 
 
 #: Free read slots (one per item) ``routing: skill`` chooses among.
+#: Seconds after which routing's kept reader model is fitted anew even without new reads.
+ROUTING_MODEL_SECONDS = 60.0
+_reader_models: dict[tuple[str, int, str, int], tuple[ReaderModel, int, int, float]] = {}
+_reader_models_lock = threading.Lock()
+
+
+def reader_model(session: Session, project: Project, policy: Policy, version: int,
+                 classes: tuple[str, ...]) -> ReaderModel | None:
+    """The reader model ``routing: skill`` chooses with: each reader's likelihood from the
+    policy's consensus method fitted on the project's reads (:func:`consensus_fit`).
+
+    The fit is kept in this process and reused until the project has
+    :data:`~truthset.workflow.routing.REFIT_EVERY` more reads, its known answers change, the
+    policy version changes, or :data:`ROUTING_MODEL_SECONDS` pass (readers' skills move
+    slowly; items' posteriors are not taken from it). ``None`` when the method cannot be fitted
+    yet or has no reader model.
+    """
+    reads = session.scalar(
+        select(func.count(Annotation.id)).join(Task, Task.id == Annotation.task_id)
+        .where(Annotation.project_id == project.id,
+               Task.stage.in_((Stage.ANNOTATE.value, Stage.CALIBRATE.value)),
+               Task.status == DONE, Annotation.parent_id.is_(None))) or 0
+    golds = session.scalar(select(func.count(GoldItem.id)).where(
+        GoldItem.project_id == project.id)) or 0
+    key = (session.get_bind().engine.url.render_as_string(hide_password=True), project.id,
+           str(project.created_at), version)
+    now = time.monotonic()
+    with _reader_models_lock:
+        kept = _reader_models.get(key)
+    if (kept is not None and 0 <= reads - kept[1] < REFIT_EVERY and golds == kept[2]
+            and now - kept[3] < ROUTING_MODEL_SECONDS):
+        return kept[0]
+    fit = consensus_fit(session, project, policy, classes)
+    if fit is None:
+        return None
+    try:
+        model = ReaderModel.from_fit(fit.model, classes)
+    except TypeError:
+        return None
+    with _reader_models_lock:
+        if len(_reader_models) >= 256:  # many projects in one process: forget the oldest
+            del _reader_models[min(_reader_models, key=lambda k: _reader_models[k][3])]
+        _reader_models[key] = (model, reads, golds, now)
+    return model
+
+
 ROUTING_WINDOW = 200
 
 
-def _route(session: Session, project: Project, user: User, policy: Policy,
+def _route(session: Session, project: Project, user: User, policy: Policy, version: int,
            suspended: set[str], skip: list[int], now: datetime) -> Task | None:
     """``routing: skill``: the annotate slot :func:`truthset.workflow.routing.pick` chooses
     for ``user``, locked with ``FOR UPDATE SKIP LOCKED``; ``None`` leaves the choice to queue
@@ -954,14 +1017,15 @@ def _route(session: Session, project: Project, user: User, policy: Policy,
 
     The candidates are the first :data:`ROUTING_WINDOW` free annotate slots ``user`` may take
     (not overdue, not ``skip``), in queue order, one per item and no known-answer item, plus
-    the best fresh item (no done read yet) when the window missed it. The policy's consensus
-    method is fitted once (:func:`consensus_fit`) and gives the reader model and every
-    candidate's posterior and read count (a draft counted as a read under
-    ``prelabels: draft``); the base rules give ``target`` and the reads an item needs before
-    it may settle (``m``/``k``; ``by_risk`` overrides are not consulted). No fit (too few
-    reads), fewer than two candidates, or nothing lockable: ``None``. A chosen slot whose
-    item's provisional class ``user`` is suspended for, or that another reader locked or took
-    meanwhile, gives way to the next choice.
+    the best fresh item (no done read yet) when the window missed it. The reader model is
+    :func:`reader_model` (fitted on the project's reads, refitted every
+    :data:`~truthset.workflow.routing.REFIT_EVERY` new reads); each candidate's posterior is
+    computed from its own reads under it, and its read count counts them (a draft counted as
+    a read under ``prelabels: draft``); the base rules give ``target`` and the reads an item
+    needs before it may settle (``m``/``k``; ``by_risk`` overrides are not consulted). No
+    reader model (too few reads), fewer than two candidates, or nothing lockable: ``None``.
+    A chosen slot whose item's provisional class ``user`` is suspended for, or that another
+    reader locked or took meanwhile, gives way to the next choice.
     """
     filters = [*_free_slots(project, user, [Stage.ANNOTATE], now), ~_overdue(now),
                ~exists().where(GoldItem.item_id == Task.item_id)]
@@ -980,20 +1044,17 @@ def _route(session: Session, project: Project, user: User, policy: Policy,
     if len(slots) < 2:
         return None
     classes = _rules(session, project).schema.class_names
-    fit = consensus_fit(session, project, policy, classes)
-    if fit is None:
+    readers = reader_model(session, project, policy, version, classes)
+    if readers is None:
         return None
-    try:
-        readers = ReaderModel.from_fit(fit.model, classes)
-    except TypeError:
-        return None
-    keys = [str(item_id) for item_id in slots]
-    posteriors = fit.model.probas_.reindex(index=keys, columns=list(classes))
-    read = posteriors.notna().all(axis=1).to_numpy()  # items the fit has seen
-    values = posteriors.to_numpy(dtype=float)
-    reads = fit.table["item"].value_counts().reindex(keys, fill_value=0).to_numpy()
-    candidates = [Candidate(slot_id, int(reads[j]), values[j] if read[j] else None)
-                  for j, slot_id in enumerate(slots.values())]
+    own: dict[str, list[tuple[str, str | None]]] = {}
+    for item, annotator, label in _reads_table(session, project, policy,
+                                               list(slots)).itertuples(index=False):
+        own.setdefault(str(item), []).append((str(annotator), label))
+    candidates = [Candidate(slot_id, len(own.get(str(item_id), [])),
+                            readers.posterior(own[str(item_id)]) if own.get(str(item_id))
+                            else None)
+                  for item_id, slot_id in slots.items()]
     rules = policy.for_risk(None)
     item_of: dict[Hashable, int] = {slot_id: item_id for item_id, slot_id in slots.items()}
     for _attempt in range(20):

@@ -31,7 +31,13 @@ import numpy as np
 
 from truthset.domain.policy import ROUTING_METHODS
 
-__all__ = ["ROUTING_METHODS", "Candidate", "ReaderModel", "pick", "settle_chance", "settle_chances"]
+__all__ = ["REFIT_EVERY", "ROUTING_METHODS", "Candidate", "ReaderModel", "pick",
+           "settle_chance", "settle_chances"]
+
+#: Reads of a project after which the reader model routing uses is fitted anew (the task queue
+#: and the simulator both); in between, an item's posterior is computed from its own reads
+#: under the kept model (:meth:`ReaderModel.posterior`).
+REFIT_EVERY = 30
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,15 @@ class ReaderModel:
     def likelihood(self, reader: str) -> np.ndarray:
         """Reader's ``K × K`` likelihood (the default one for a reader the model has not seen)."""
         return self.likelihoods.get(reader, self.default)
+
+    def posterior(self, reads: Sequence[tuple[str, str | None]]) -> np.ndarray:
+        """An item's class posterior from its ``(reader, label)`` reads: the prior times each
+        read's likelihood row, normalised (reads of a label outside the classes are ignored)."""
+        post = self.prior.copy()
+        for reader, label in reads:
+            if label in self.classes:
+                post = self.update(post, reader, label)
+        return post
 
     def update(self, posterior: np.ndarray, reader: str, label: str) -> np.ndarray:
         """The posterior after ``reader`` reads ``label`` (Bayes' rule with the reader's row)."""

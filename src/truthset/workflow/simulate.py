@@ -42,7 +42,7 @@ from truthset.workflow.engine import (
     reads_with_draft,
     stable_uniform,
 )
-from truthset.workflow.routing import Candidate, ReaderModel, pick
+from truthset.workflow.routing import REFIT_EVERY, Candidate, ReaderModel, pick
 
 
 @dataclass(frozen=True)
@@ -365,7 +365,7 @@ def run_arrivals(
     *,
     gold: Mapping[str, str] | None = None,
     calibration: Mapping[str, str] | None = None,
-    refit_every: int = 30,
+    refit_every: int = REFIT_EVERY,
     window: int = 200,
     readers: ReaderModel | None = None,
 ) -> SimulationResult:
