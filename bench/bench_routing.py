@@ -13,8 +13,9 @@ Then, for each measured policy (the same adaptive policy with ``method: onecoin`
 ``--calls`` ``next_task`` calls, each by another reader in a fresh session that is rolled back
 (so every call sees the same queue), and reports the median wall-clock and CPU time and the
 90th percentile in ms, how many routed calls gave a different item than queue order, the
-median time of the one consensus fit a routed call makes
-(:func:`truthset.workflow.queue.consensus_fit`) and the range of the fitted accuracies.
+median time of a consensus fit (:func:`truthset.workflow.queue.consensus_fit`: what a routed
+call that refits the kept reader model adds, once every ``REFIT_EVERY`` reads; the first
+routed call of each policy fits, the others reuse it) and the range of the fitted accuracies.
 
 Wall-clock times on a shared machine vary; the CPU times less so. Run::
 
