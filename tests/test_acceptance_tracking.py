@@ -6,7 +6,6 @@ concurrent submissions neither lost nor doubled (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from truthset.workflow import policies, queue
 from truthset.workflow.annotations import record_annotation
 from truthset.workspace import imports, projects, users
 from truthset.workspace.workspace import Workspace
-from workflow_support import call, count, make_project
+from workflow_support import call, count, make_project, run_threads
 
 K1 = "workflow: consensus\nk: 1\ntarget: 0\n"
 
@@ -124,26 +123,6 @@ def test_a_reviewer_deciding_on_a_draft_is_its_outcome(workspace: Workspace) -> 
     assert (effusion.accepted, effusion.rejected, effusion.window_acceptance) == (1, 1, 0.5)
 
 
-def _run_threads(n: int, target: Callable[[int], Any]) -> None:
-    barrier = threading.Barrier(n)
-    errors: list[BaseException] = []
-
-    def work(k: int) -> None:
-        try:
-            barrier.wait()
-            target(k)
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
 @pytest.mark.parametrize("round_", range(3))
 def test_readers_submitting_at_once_neither_lose_nor_double_a_decision(
         workspace: Workspace, round_: int) -> None:
@@ -158,7 +137,7 @@ def test_readers_submitting_at_once_neither_lose_nor_double_a_decision(
     held = {f"r{k}": call(workspace, f"r{k}", queue.next_task).task for k in range(4)}
     assert len({t.item_id for t in held.values()}) == 4
     labels = ["normal", "effusion", "normal", "nodule"]  # 1 of 4 accepted: 25 % < 50 %
-    _run_threads(4, lambda k: call(workspace, f"r{k}", queue.submit, held[f"r{k}"].task_id,
+    run_threads(4, lambda k: call(workspace, f"r{k}", queue.submit, held[f"r{k}"].task_id,
                                    {"label": labels[k]}))
     with workspace.sessions() as s:
         rows = s.execute(sa.select(DraftOutcome.final_annotation_id, DraftOutcome.outcome)

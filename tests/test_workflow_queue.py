@@ -3,9 +3,7 @@ calibration, gold and concurrency."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +26,7 @@ from truthset.workflow import policies, queue
 from truthset.workflow import readers as rd
 from truthset.workspace import projects, users
 from truthset.workspace.workspace import Workspace
-from workflow_support import SCHEMA, call, count, make_project
+from workflow_support import SCHEMA, call, count, make_project, run_threads
 
 
 def test_consensus_slots_adjudication_and_escalation(workspace: Workspace) -> None:
@@ -264,28 +262,6 @@ def test_priority_overdue_escalations_first(workspace: Workspace) -> None:
     assert task.item_id == escalations[1].item_id
 
 
-def _run_threads(n: int, target: Callable[[int], Any]) -> list[Any]:
-    barrier = threading.Barrier(n)
-    out: list[Any] = [None] * n
-    errors: list[BaseException] = []
-
-    def work(k: int) -> None:
-        try:
-            barrier.wait()
-            out[k] = target(k)
-        except BaseException as exc:  # collected and re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return out
-
-
 @pytest.mark.parametrize("routing", ["queue", "skill"])
 def test_200_concurrent_requests_never_overfill_or_repeat(workspace: Workspace,
                                                           routing: str) -> None:
@@ -298,7 +274,7 @@ def test_200_concurrent_requests_never_overfill_or_repeat(workspace: Workspace,
         policy += "method: ds\nrouting: skill\n"
     make_project(workspace, policy, n_items=20, n_readers=100, staff=False)
     names = [f"r{k}" for k in range(100)]
-    got = _run_threads(200, lambda k: call(workspace, names[k % 100], queue.next_task).task)
+    got = run_threads(200, lambda k: call(workspace, names[k % 100], queue.next_task).task)
     leases = Counter()
     per_reader: dict[str, set[int]] = {}
     for k, task in enumerate(got):
@@ -321,8 +297,8 @@ def test_200_concurrent_requests_never_overfill_or_repeat(workspace: Workspace,
         label = "normal" if (item_id % 2 == 0 or int(name[1:]) % 3) else "nodule"
         return call(workspace, name, queue.submit, held[name], {"label": label})
 
-    _run_threads(len(held), submit)
-    again = _run_threads(200, lambda k: call(workspace, names[k % 100], queue.next_task).task)
+    run_threads(len(held), submit)
+    again = run_threads(200, lambda k: call(workspace, names[k % 100], queue.next_task).task)
     with workspace.sessions() as s:
         rows = s.execute(sa.select(Task.item_id, Task.assignee_id).where(
             Task.assignee_id.is_not(None))).all()

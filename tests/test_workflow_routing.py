@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import doctest
 import itertools
-import threading
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,7 +24,7 @@ from truthset.workflow import policies, queue, routing
 from truthset.workflow.routing import REFIT_EVERY, Candidate, ReaderModel, pick, settle_chance
 from truthset.workspace import projects, users
 from truthset.workspace.workspace import Workspace
-from workflow_support import SCHEMA, call, make_project
+from workflow_support import SCHEMA, call, make_project, run_threads
 
 # -- the pure core -------------------------------------------------------------------------------
 
@@ -329,30 +327,6 @@ def test_routing_without_reads_keeps_queue_order(workspace: Workspace) -> None:
     assert got == ["i00", "i00", "i01"]
 
 
-def _run_threads(n: int, target: Callable[[int], Any]) -> list[Any]:
-    """Run ``target(k)`` for ``k < n`` in ``n`` threads released at once; re-raise the first
-    error."""
-    barrier = threading.Barrier(n)
-    out: list[Any] = [None] * n
-    errors: list[BaseException] = []
-
-    def work(k: int) -> None:
-        try:
-            barrier.wait()
-            out[k] = target(k)
-        except BaseException as exc:  # collected and re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return out
-
-
 def test_concurrent_routed_requests_never_overfill_or_repeat(workspace: Workspace) -> None:
     """Five disputed items wait for one more read each, fifteen fresh items for two; five
     strong and five weak readers ask twice each, all at once, under ``routing: skill``."""
@@ -397,7 +371,7 @@ def test_concurrent_routed_requests_never_overfill_or_repeat(workspace: Workspac
     disputed = {f"i{k:02d}" for k in range(5)}
 
     names = strong + weak
-    got = _run_threads(20, lambda k: call(workspace, names[k % 10], queue.next_task).task)
+    got = run_threads(20, lambda k: call(workspace, names[k % 10], queue.next_task).task)
     by_reader: dict[str, set[tuple[int, str]]] = {}
     for k, task in enumerate(got):
         assert task is not None and task.stage == "annotate"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,3 +46,27 @@ def call(ws: Workspace, name: str, fn: Callable[..., Any], *args: Any, **kw: Any
 def count(ws: Workspace, model: type, *where: Any) -> int:
     with ws.sessions() as s:
         return int(s.scalar(sa.select(sa.func.count()).select_from(model).where(*where)) or 0)
+
+
+def run_threads(n: int, target: Callable[[int], Any]) -> list[Any]:
+    """Run ``target(k)`` for ``k < n`` in ``n`` threads released at once (a barrier); return
+    their results in order and re-raise the first error."""
+    barrier = threading.Barrier(n)
+    out: list[Any] = [None] * n
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            barrier.wait()
+            out[k] = target(k)
+        except BaseException as exc:  # collected and re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return out
