@@ -135,7 +135,7 @@ def measure(ws: Workspace, policy: str, n_calls: int, n_readers: int) -> Timings
             start = time.perf_counter()
             fit = queue.consensus_fit(session, p, cur, CLASSES)
             out.fits.append(1000 * (time.perf_counter() - start))
-    skills = getattr(None if fit is None else fit.model, "skills_", None)
+    skills = getattr(fit, "skills_", None)
     if skills is not None:
         out.skills = (float(skills.min()), float(skills.max()))
     return out

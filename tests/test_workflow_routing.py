@@ -271,7 +271,7 @@ def _fitted_skills(ws: Workspace) -> pd.Series:
         cur = policies.current_policy(s, p)
         fit = queue.consensus_fit(s, p, cur.policy, ("normal", "nodule", "effusion"))
     assert fit is not None
-    return fit.model.skills_  # type: ignore[attr-defined]
+    return fit.skills_  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("routing_mode", ["queue", "skill"])

@@ -497,9 +497,8 @@ def parse_policy(text: str, *, source: str | None = None) -> Policy:
         message = first["msg"].removeprefix("Value error, ")
         head = message.split(":", 1)[0]
         if not loc and (head.startswith("by_risk.") or head in Policy.model_fields):
-            # An override's error: name the field inside by_risk.
-            path = message.split(":", 1)[0]
-            loc = tuple(int(p) if p.isdigit() else p for p in path.split("."))
+            # A whole-policy check names its field ("routing: ...", "by_risk.high.k: ...").
+            loc = tuple(int(p) if p.isdigit() else p for p in head.split("."))
             message = message.split(":", 1)[1].strip()
         line = _line_of(root, prefix + loc)
         field = ".".join(str(p) for p in loc) or None

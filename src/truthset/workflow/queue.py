@@ -315,6 +315,14 @@ def _facts(session: Session, item: Item) -> _ItemFacts:
     )
 
 
+def _workflow_reads(project: Project) -> list[ColumnElement[bool]]:
+    """Conditions of a workflow read of ``project`` (joined with its task): a first annotation
+    (no parent) of a done annotate or calibration slot."""
+    return [Annotation.project_id == project.id,
+            Task.stage.in_((Stage.ANNOTATE.value, Stage.CALIBRATE.value)),
+            Task.status == DONE, Annotation.parent_id.is_(None)]
+
+
 def project_reads(session: Session, project: Project,
                   item_ids: list[int] | None = None) -> pd.DataFrame:
     """Every workflow read of the project (annotate and calibration stages, known-answer items
@@ -323,10 +331,7 @@ def project_reads(session: Session, project: Project,
     at every submit)."""
     stmt = (select(Annotation.item_id, User.username, Annotation.payload["label"].as_string())
             .join(Task, Task.id == Annotation.task_id).join(User, User.id == Annotation.author_id)
-            .where(Annotation.project_id == project.id,
-                   Task.stage.in_((Stage.ANNOTATE.value, Stage.CALIBRATE.value)),
-                   Task.status == DONE, Annotation.parent_id.is_(None))
-            .order_by(Annotation.id))
+            .where(*_workflow_reads(project)).order_by(Annotation.id))
     if item_ids is not None:
         stmt = stmt.where(Annotation.item_id.in_(item_ids))
     rows = session.execute(stmt).all()
@@ -352,38 +357,21 @@ def _reads_table(session: Session, project: Project, policy: Policy,
     return table
 
 
-@dataclass(frozen=True)
-class ConsensusFit:
-    """The policy's consensus method fitted once on the whole project's reads.
-
-    Attributes
-    ----------
-    model:
-        The fitted aggregator: ``probas_`` (item id as a string x class) is every read item's
-        posterior; for ``onecoin``/``ds`` its reader parameters feed
-        :meth:`truthset.workflow.routing.ReaderModel.from_fit`.
-    table:
-        The reads it was fitted on (``item, annotator, label``; a model draft counted as a read
-        under ``prelabels: draft``, as :func:`truthset.workflow.engine.reads_with_draft`).
-    """
-
-    model: Aggregator
-    table: pd.DataFrame
-
-
 def consensus_fit(session: Session, project: Project, policy: Policy,
-                  classes: tuple[str, ...]) -> ConsensusFit | None:
-    """Fit ``policy.method`` (single-label classification) on every workflow read of the
+                  classes: tuple[str, ...]) -> Aggregator | None:
+    """``policy.method`` (single-label classification) fitted on every workflow read of the
     project (:func:`project_reads`), plus the model drafts under ``prelabels: draft``, with the
-    known answers clamped. ``None`` when the method cannot be fitted (no reads, or too few)."""
+    known answers clamped: ``probas_`` (item id as a string x class) is every read item's
+    posterior; for ``onecoin``/``ds`` its reader parameters feed
+    :meth:`truthset.workflow.routing.ReaderModel.from_fit`. ``None`` when the method cannot be
+    fitted (no reads, or too few)."""
     table = _reads_table(session, project, policy)
     gold = pd.Series({str(g.item_id): _label(g.label) for g in session.scalars(
         select(GoldItem).where(GoldItem.project_id == project.id))}, dtype=object)
     try:
-        model = consensus_model(policy.method, classes, table, gold, **method_params(policy))
+        return consensus_model(policy.method, classes, table, gold, **method_params(policy))
     except (ValueError, KeyError):  # no reads, or too few for the method (InputError too)
         return None
-    return ConsensusFit(model, table)
 
 
 def _posterior(session: Session, project: Project, policy: Policy, item: Item,
@@ -398,7 +386,7 @@ def _posterior(session: Session, project: Project, policy: Policy, item: Item,
     fit = consensus_fit(session, project, policy, classes)
     if fit is None:  # too few reads for the method: fall back to the vote
         return None
-    post = fit.model.probas_
+    post = fit.probas_
     key = str(item.id)
     if key not in post.index:
         return None
@@ -959,7 +947,6 @@ def _claim(session: Session, project: Project, user: User, stages: list[Stage],
     return None
 
 
-#: Free read slots (one per item) ``routing: skill`` chooses among.
 #: Seconds after which routing's kept reader model is fitted anew even without new reads.
 ROUTING_MODEL_SECONDS = 60.0
 _reader_models: dict[tuple[str, int, str, int], tuple[ReaderModel, int, int, float]] = {}
@@ -977,11 +964,9 @@ def reader_model(session: Session, project: Project, policy: Policy, version: in
     slowly; items' posteriors are not taken from it). ``None`` when the method cannot be fitted
     yet or has no reader model.
     """
-    reads = session.scalar(
-        select(func.count(Annotation.id)).join(Task, Task.id == Annotation.task_id)
-        .where(Annotation.project_id == project.id,
-               Task.stage.in_((Stage.ANNOTATE.value, Stage.CALIBRATE.value)),
-               Task.status == DONE, Annotation.parent_id.is_(None))) or 0
+    reads = session.scalar(select(func.count(Annotation.id))
+                           .join(Task, Task.id == Annotation.task_id)
+                           .where(*_workflow_reads(project))) or 0
     golds = session.scalar(select(func.count(GoldItem.id)).where(
         GoldItem.project_id == project.id)) or 0
     key = (session.get_bind().engine.url.render_as_string(hide_password=True), project.id,
@@ -996,7 +981,7 @@ def reader_model(session: Session, project: Project, policy: Policy, version: in
     if fit is None:
         return None
     try:
-        model = ReaderModel.from_fit(fit.model, classes)
+        model = ReaderModel.from_fit(fit, classes)
     except TypeError:
         return None
     with _reader_models_lock:
@@ -1006,6 +991,7 @@ def reader_model(session: Session, project: Project, policy: Policy, version: in
     return model
 
 
+#: Free read slots (one per item) ``routing: skill`` chooses among.
 ROUTING_WINDOW = 200
 
 
