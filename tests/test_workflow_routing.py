@@ -182,6 +182,25 @@ def test_from_fit_ds_equals_the_fitted_confusion_matrices() -> None:
         ReaderModel.from_fit(object(), classes)
 
 
+def test_from_fit_ds_follows_the_given_class_order() -> None:
+    """Fitted without a class list, the model orders classes its own way; asked for another
+    order, every likelihood entry is the fitted one of the same (true, read) pair of names."""
+    table, _classes = _table()
+    fitted = DawidSkene()
+    fitted.fit(table)
+    own = [str(c) for c in fitted.classes_]
+    wanted = tuple(reversed(own))
+    assert list(wanted) != own
+    model = ReaderModel.from_fit(fitted, wanted)
+    for w, reader in enumerate(fitted.skills_.index):
+        like = model.likelihood(str(reader))
+        for i, t in enumerate(wanted):
+            for j, c in enumerate(wanted):
+                assert like[i, j] == pytest.approx(
+                    fitted.confusion_matrices_[w][own.index(t), own.index(c)])
+    assert model.prior.tolist() == pytest.approx([fitted.priors_[c] for c in wanted])
+
+
 def test_update_is_bayes_rule_by_hand() -> None:
     # Three classes, prior (0.5, 0.3, 0.2), a one-coin reader right 80 % of the time (each
     # wrong class 10 %) reads class 0: (0.40, 0.03, 0.02) / 0.45.

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from truthset.domain.policy import ROUTING_METHODS
+from truthset.quality.aggregation.dawid_skene import DawidSkene, OneCoinDawidSkene
 
 __all__ = ["REFIT_EVERY", "ROUTING_METHODS", "Candidate", "ReaderModel", "pick",
            "settle_chance", "settle_chances"]
@@ -86,19 +87,21 @@ class ReaderModel:
             ``model`` is neither (it has no reader model routing can use).
         """
         k = len(classes)
-        priors = getattr(model, "priors_", None)
-        prior = (None if priors is None
-                 else [float(priors.get(c, 0.0)) for c in classes])
-        mats_raw = getattr(model, "confusion_matrices_", None)
-        skills = getattr(model, "skills_", None)
-        if type(model).__name__ == "OneCoinDawidSkene" and skills is not None:
-            return cls.from_accuracies(classes, {str(w): float(s) for w, s in skills.items()},
-                                       prior)
-        if mats_raw is None or skills is None:
+        if not isinstance(model, DawidSkene):
             raise TypeError(f"{type(model).__name__} has no reader model to route with")
+        prior = [float(model.priors_.get(c, 0.0)) for c in classes]
+        if isinstance(model, OneCoinDawidSkene):
+            return cls.from_accuracies(
+                classes, {str(w): float(s) for w, s in model.skills_.items()}, prior)
+        # The fit's matrices follow its own class order; put them in ``classes`` order.
+        fitted = [str(c) for c in model.classes_]
+        ours = [i for i, c in enumerate(classes) if c in fitted]
+        theirs = [fitted.index(classes[i]) for i in ours]
         mats: dict[str, np.ndarray] = {}
-        for w, mat in zip(skills.index, np.asarray(mats_raw, dtype=float), strict=True):
-            mat = mat.copy()
+        for w, raw in zip(model.skills_.index,
+                          np.asarray(model.confusion_matrices_, dtype=float), strict=True):
+            mat = np.zeros((k, k))
+            mat[np.ix_(ours, ours)] = raw[np.ix_(theirs, theirs)]
             empty = mat.sum(axis=1) <= 0
             mat[empty] = 1.0 / k
             mats[str(w)] = mat / mat.sum(axis=1, keepdims=True)
