@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from test_api_support import Seeded, bearer, client, seed
+from truthset.domain.policy import parse_policy
 from truthset.store.models import AuditEvent, Escalation, Task, utcnow
 from truthset.workspace.workspace import Workspace
 
@@ -38,7 +39,7 @@ def test_task_routes_end_to_end(workspace: Workspace, seeded: Seeded) -> None:
     assert c.put(f"{BASE}/policy", json={"text": POLICY}, headers=h["annotator"]
                  ).status_code == 403
     r = c.put(f"{BASE}/policy", json={"text": POLICY}, headers=h["padmin"])
-    assert r.status_code == 200 and r.json()["version"] == 1
+    assert r.status_code == 200 and r.json()["version"] == 1 and r.json()["cautions"] == []
     assert c.get(f"{BASE}/policy", headers=h["annotator"]).json()["policy"]["k"] == 2
     assert c.post(f"{BASE}/tasks/enqueue", json={}, headers=h["padmin"]).json()["queued"] == 2
 
@@ -216,3 +217,13 @@ def test_queue_overview_counts_ages_and_overdue(workspace: Workspace, seeded: Se
     assert stages["annotate"]["outstanding"] == 2 and stages["adjudicate"]["outstanding"] == 1
     assert 23.9 < stages["annotate"]["oldest_age_hours"] < 24.5
     assert body["escalations"] == {"open": 1, "overdue": 1}
+
+
+def test_policy_routes_return_its_cautions(workspace: Workspace, seeded: Seeded) -> None:
+    c = client(workspace)
+    h = {name: bearer(token) for name, token in seeded.tokens.items()}
+    text = POLICY.replace("workflow: consensus\nk: 2", "workflow: adaptive\nm: 1\nk_max: 2")
+    put = c.put(f"{BASE}/policy", json={"text": text}, headers=h["padmin"]).json()
+    got = c.get(f"{BASE}/policy", headers=h["annotator"]).json()
+    assert put["cautions"] == got["cautions"] == parse_policy(text).cautions()
+    assert len(got["cautions"]) == 1 and "'mv'" in got["cautions"][0]

@@ -49,6 +49,14 @@ def test_cli_round_trip(workspace: Workspace, tmp_path: Path) -> None:
     policy.write_text("workflow: consensus\nk: 0\n")
     code, out = run(workspace, "policy", "set", "chest", str(policy))
     assert code == 2 and "field 'k'" in out and "line 2" in out
+    policy.write_text("workflow: adaptive\nm: 1\nmethod: onecoin\n")
+    code, out = run(workspace, "policy", "set", "chest", str(policy))
+    assert code == 0 and "caution:" in out and "calibration" in out, out
+    code, out = run(workspace, "policy", "show", "chest")
+    assert code == 0 and "caution:" in out
+    policy.write_text("workflow: consensus\nk: 2\ntarget: 0.9\n")
+    code, out = run(workspace, "policy", "set", "chest", str(policy))
+    assert code == 0 and "caution" not in out
     # Two readers disagree on the first item: it is escalated.
     first = take(workspace, "r0")["task"]
     code, out = run(workspace, "task", "submit", "chest", str(first["task_id"]), "--as", "r0",

@@ -88,6 +88,25 @@ def test_inconsistent_policies_are_refused_with_the_field(text: str, field: str)
     assert err.value.field == field and "p.yaml" in str(err.value)
 
 
+def test_cautions_name_settings_that_settle_items_on_one_read() -> None:
+    mv = parse_policy("workflow: adaptive\nm: 1\nmethod: mv\n")
+    [caution] = mv.cautions()
+    assert "'mv'" in caution and "first read" in caution
+    # What the caution says: one read is a unanimous vote, final at any target.
+    one = decide(parse_policy("workflow: adaptive\nm: 1\nmethod: mv\ntarget: 1.0\n"), RISKS,
+                 ItemState(reads=(("a", "normal"),)))
+    assert one.action == "final" and one.confidence == 1.0
+    [bare] = parse_policy("workflow: adaptive\nm: 1\nmethod: onecoin\ntarget: 0.8\n"
+                          ).cautions()
+    assert "calibration" in bare and "target 0.8" in bare
+    for quiet in ("workflow: adaptive\nm: 1\nmethod: onecoin\ncalibration: {threshold: 0.8}\n",
+                  "workflow: adaptive\nm: 1\nmethod: onecoin\ngold: {rate: 0.05}\n",
+                  "workflow: adaptive\nm: 2\nmethod: mv\n", "workflow: consensus\nk: 1\n"):
+        assert parse_policy(quiet).cautions() == [], quiet
+    [risky] = parse_policy("workflow: adaptive\nm: 2\nby_risk: {high: {m: 1}}\n").cautions()
+    assert risky.startswith("by_risk.high: m: 1 with method 'mv'")
+
+
 def _simulate(policy_text: str, seed: int = 0, n: int = 300) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     classes = [f"c{k}" for k in range(5)]

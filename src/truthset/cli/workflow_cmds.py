@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from truthset.cli.app import app, console, err_console, handle_errors
@@ -74,6 +75,8 @@ def policy_set(project: Project, file: Annotated[Path, typer.Argument(help="Poli
         row = policies.set_policy(s, projects.get_project(s, project), text, source=str(file))
         console.print(f"policy version {row.version} of {project!r}: "
                       f"{row.definition['workflow']} ({row.definition['name']})")
+        for caution in parse_policy(text).cautions():
+            err_console.print(f"[yellow]caution:[/yellow] {escape(caution)}")
 
 
 @policy_app.command("show")
@@ -83,6 +86,8 @@ def policy_show(project: Project, workspace: WorkspaceOption = None) -> None:
     with open_workspace(workspace) as ws, ws.sessions() as s:
         current = policies.current_policy(s, projects.get_project(s, project))
     console.print_json(json.dumps({"version": current.version, **current.policy.to_dict()}))
+    for caution in current.policy.cautions():
+        err_console.print(f"[yellow]caution:[/yellow] {escape(caution)}")
 
 
 @gold_app.command("add")

@@ -390,6 +390,36 @@ class Policy(Rules):
         """The base rules and every risk override."""
         return [self.for_risk(None), *(self.for_risk(r) for r in self.by_risk)]
 
+    def cautions(self) -> list[str]:
+        """Settings that are valid but seldom what is meant, in words for the person setting
+        the policy (the command line prints them, the API returns them); empty when none.
+
+        - ``adaptive`` with ``m: 1`` and ``method: mv``: one read is a unanimous vote, so every
+          classification item settles on its first read (single reading, not adaptive).
+        - ``adaptive`` with ``m: 1``, a model-based method and neither ``calibration`` nor
+          ``gold``: an item settles on its first read whenever the fitted reader model rates
+          that reader at ``target`` or above, and without known answers the model rates readers
+          from their agreement alone (in simulation at target 0.8 it pooled every reader at
+          0.82, and most items settled on one read; see ``docs/workflow.md``).
+        """
+        out: list[str] = []
+        for risk, rules in [(None, self.for_risk(None)),
+                            *((r, self.for_risk(r)) for r in self.by_risk)]:
+            where = "" if risk is None else f"by_risk.{risk}: "
+            if rules.workflow != WorkflowKind.ADAPTIVE or rules.m != 1:
+                continue
+            if rules.method == "mv":
+                out.append(f"{where}m: 1 with method 'mv': one read is a unanimous vote, so "
+                           "every classification item settles on its first read (this is "
+                           "single reading); use m: 2, or method onecoin or ds")
+            elif self.calibration is None and self.gold is None:
+                out.append(f"{where}m: 1 with neither calibration nor gold: an item settles on "
+                           f"its first read whenever the reader model rates that reader at "
+                           f"target {rules.target:g} or above, and without known answers it "
+                           "rates readers from their agreement alone; add a calibration batch "
+                           "or gold items")
+        return out
+
     def stage_tier(self, stage: Stage | str) -> int:
         """Minimum tier of a stage (calibration: the annotate tier)."""
         stage = Stage(stage)

@@ -53,6 +53,9 @@ class PolicyOut(BaseModel):
 
     version: int
     policy: dict[str, Any]
+    cautions: list[str] = Field(
+        default_factory=list,
+        description="Settings that are valid but seldom what is meant (Policy.cautions).")
 
 
 class EnqueueIn(_In):
@@ -336,7 +339,8 @@ def read_policy(key: Key, ctx: CtxDep) -> PolicyOut:
     """The workflow policy in force."""
     project, _ = load_project(ctx, key, Action.PROJECT_READ)
     current = policies.current_policy(ctx.session, project)
-    return PolicyOut(version=current.version, policy=current.policy.to_dict())
+    return PolicyOut(version=current.version, policy=current.policy.to_dict(),
+                     cautions=current.policy.cautions())
 
 
 @router.put("/policy", response_model=PolicyOut)
@@ -344,7 +348,8 @@ def write_policy(key: Key, body: PolicyIn, ctx: CtxDep) -> PolicyOut:
     """Store a new policy version (validated against the schema and the project's readers)."""
     project, _ = load_project(ctx, key, Action.PROJECT_UPDATE)
     row = policies.set_policy(ctx.session, project, body.text, source="policy")
-    return PolicyOut(version=row.version, policy=row.definition)
+    return PolicyOut(version=row.version, policy=row.definition,
+                     cautions=policies.current_policy(ctx.session, project).policy.cautions())
 
 
 @router.post("/tasks/enqueue", response_model=EnqueueOut)
