@@ -106,10 +106,10 @@ CALIBRATED: dict[str, tuple[str, int]] = {
 #: The reported skill-routed rows (settings chosen on the tuning seeds), and the same policies
 #: served in queue order through the same arrivals.
 ROUTED: dict[str, tuple[str, int]] = {
-    "adaptive m=1..7, onecoin 0.94, shrunk + 20 calibration, skill routing": (
-        adaptive(1, 7, 0.94, "onecoin", **SHRUNK, **SKILL), 20),
-    "adaptive m=1..7, onecoin 0.94, shrunk + 20 calibration, queue order (arrivals)": (
-        adaptive(1, 7, 0.94, "onecoin", **SHRUNK), 20),
+    "adaptive m=1..7, onecoin 0.925, shrunk + 20 calibration, skill routing": (
+        adaptive(1, 7, 0.925, "onecoin", **SHRUNK, **SKILL), 20),
+    "adaptive m=1..7, onecoin 0.925, shrunk + 20 calibration, queue order (arrivals)": (
+        adaptive(1, 7, 0.925, "onecoin", **SHRUNK), 20),
 }
 #: Rows of the adaptive rule with every reader's true accuracy in the posterior.
 KNOWN_ACCURACIES: dict[str, tuple[str, int]] = {
@@ -136,7 +136,7 @@ def _tuning() -> dict[str, tuple[str, int]]:
         grid[f"m=1, ds {target} + 20 cal"] = (adaptive(1, 7, target, "ds"), 20)
         grid[f"m=1, ds uniform {target} + 20 cal"] = (
             adaptive(1, 7, target, "ds", class_prior="uniform"), 20)
-    for target in (0.9, 0.92, 0.93, 0.935, 0.94, 0.95, 0.96):
+    for target in (0.9, 0.92, 0.925, 0.93, 0.935, 0.94, 0.95, 0.96):
         grid[f"m=1, onecoin prior+uniform {target} + 20 cal, skill routing"] = (
             adaptive(1, 7, target, "onecoin", **SHRUNK, **SKILL), 20)
         grid[f"m=1, onecoin ML {target} + 20 cal, skill routing"] = (
