@@ -19,6 +19,8 @@ Run (PostgreSQL at 127.0.0.1:5432, trust auth)::
     .venv/bin/python bench/bench_api_load.py truthset --readers 200 --duration 40 --think 0
     .venv/bin/python bench/bench_api_load.py truthset --readers 200 --duration 60 --think 1.0 \\
         --crash-after 25
+    .venv/bin/python bench/bench_api_load.py truthset --readers 200 --duration 60 --think 0 \\
+        --policy adaptive-skill
 
 Label Studio (its own virtual environment, see ``bench/labelstudio_setup.py``) runs the same
 load shape — ``GET /api/projects/{id}/next/`` then ``POST /api/tasks/{id}/annotations/`` — with
@@ -273,9 +275,29 @@ def fresh_database(name: str) -> str:
     return f"{PG_SERVER}/{name}"
 
 
-def seed_truthset(folder: Path, db_url: str, readers: int, items: int, k: int) -> dict[str, Any]:
-    """A workspace on ``db_url`` with project ``load`` (``items`` tiny images queued under a
-    consensus policy of ``k`` reads) and ``readers`` annotators with API tokens."""
+#: ``--policy`` choices (see :func:`load_policy`).
+LOAD_POLICIES = ("consensus", "adaptive", "adaptive-skill")
+
+
+def load_policy(k: int, kind: str) -> str:
+    """The load test's policy, ``k`` reads per item. ``consensus``: ``k`` reads with majority
+    vote. ``adaptive``: ``m: 1``, ``k_max: k`` with the one-coin posterior (empirical reader
+    prior, equal class frequencies) that every submit decides on, accepted at ``k_max``; the
+    readers answer at random, so no item settles early and every item gets ``k`` reads as under
+    the consensus policy. ``adaptive-skill``: the same with ``routing: skill`` (each ``next``
+    pays for the candidate window and their reads)."""
+    if kind in ("adaptive", "adaptive-skill"):
+        routing = "skill" if kind == "adaptive-skill" else "queue"
+        return (f"policy: {{workflow: adaptive, m: 1, k_max: {k}, target: 0.9, method: onecoin, "
+                "reader_prior: empirical, class_prior: uniform, on_exhausted: accept, "
+                f"routing: {routing}, lease_minutes: 30}}")
+    return f"policy: {{workflow: consensus, k: {k}, method: mv, target: 0.0, lease_minutes: 30}}"
+
+
+def seed_truthset(folder: Path, db_url: str, readers: int, items: int, k: int,
+                  policy: str = "consensus") -> dict[str, Any]:
+    """A workspace on ``db_url`` with project ``load`` (``items`` tiny images queued under
+    :func:`load_policy`) and ``readers`` annotators with API tokens."""
     import numpy as np
     from PIL import Image
 
@@ -300,8 +322,7 @@ def seed_truthset(folder: Path, db_url: str, readers: int, items: int, k: int) -
             user = users.add_user(s, username=f"reader{n:03d}", role="annotator", tier=1)
             memberships.add_member(s, project, user, "annotator")
             secrets.append(tokens.create_token(s, user, name="load").secret)
-        policies.set_policy(s, project, f"policy: {{workflow: consensus, k: {k}, method: mv, "
-                                        "target: 0.0, lease_minutes: 30}")
+        policies.set_policy(s, project, load_policy(k, policy))
         queued = queue.enqueue(s, project)
     ws.close()
     return {"workspace": str(folder / "ws"), "tokens": secrets, "queued": queued}
@@ -439,7 +460,7 @@ def bench_truthset(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="truthset-load-"))
     db_url = fresh_database(args.database)
     t0 = time.monotonic()
-    seeded = seed_truthset(folder, db_url, args.readers, args.items, args.k)
+    seeded = seed_truthset(folder, db_url, args.readers, args.items, args.k, args.policy)
     seed_s = time.monotonic() - t0
     print(f"seeded {args.items} items, {seeded['queued']} queued, {args.readers} readers "
           f"in {seed_s:.0f}s ({folder})", flush=True)
@@ -472,6 +493,7 @@ def bench_truthset(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "system": "truthset", "machine": _machine(), "readers": args.readers,
         "think_s": args.think, "workers": args.workers, "items": args.items, "k": args.k,
+        "policy": args.policy,
         "seed_s": round(seed_s, 1), "boot_s": round(boot, 1), **summary(stats, elapsed),
         "crash": crash or None,
         "integrity": verify_truthset(db_url, seeded["workspace"], stats.acked, args.k),
@@ -545,6 +567,8 @@ def main() -> None:
         p.add_argument("--out", type=Path, help="append the JSON result to this file")
     ts.add_argument("--items", type=int, default=4000)
     ts.add_argument("--k", type=int, default=3, help="reads per item (consensus policy)")
+    ts.add_argument("--policy", choices=LOAD_POLICIES, default="consensus",
+                    help="the project's policy (see load_policy)")
     ts.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ts.add_argument("--port", type=int, default=8765)
     ts.add_argument("--database", default="truthset_load")

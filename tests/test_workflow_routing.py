@@ -504,3 +504,44 @@ def test_reader_model_is_kept_until_enough_new_reads(workspace: Workspace) -> No
     queue._reader_models[key] = (kept[0], kept[1] - REFIT_EVERY, kept[2], kept[3])
     third = model()
     assert third is not None and third is not second
+
+
+def test_large_projects_decide_under_the_kept_model(workspace: Workspace,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """From KEPT_MODEL_READS project reads on, a submit's posterior is Bayes' rule on the item's
+    own reads under the kept reader model (no fit of the whole project); below it, the fit of
+    the whole project decides, as before."""
+    _calibrated_project(workspace, "queue")
+    classes = ("normal", "nodule", "effusion")
+
+    def decision_and_model() -> tuple[Any, ReaderModel | None, Any]:
+        with workspace.sessions() as s:
+            p = projects.get_project(s, "chest")
+            cur = policies.current_policy(s, p)
+            item = s.scalars(sa.select(Item).where(Item.external_id == "i00")).one()
+            decision, _facts = queue.item_decision(s, p, item)
+            kept = queue.reader_model(s, p, cur.policy, cur.version, classes)
+            fit = queue.consensus_fit(s, p, cur.policy, classes)
+            return decision, kept, (fit.probas_.loc[str(item.id)] if fit is not None else None)
+
+    # A small project: the whole project is fitted for the decision.
+    small, _kept, fitted = decision_and_model()
+    assert small.posterior == pytest.approx({c: float(fitted[c]) for c in classes}, abs=1e-9)
+    monkeypatch.setattr(queue, "KEPT_MODEL_READS", 0)
+    _before, kept, _fitted = decision_and_model()
+    assert kept is not None
+    task = call(workspace, "weak", queue.next_task).task
+    assert task is not None and task.external_id == "i00"
+    call(workspace, "weak", queue.submit, task.task_id, {"label": "normal"})
+    after, kept_after, refitted = decision_and_model()
+    assert kept_after is kept  # one read more: the kept model, not refitted
+    # By hand: the kept prior times each read's one-coin likelihood, normalised.
+    post = kept.prior.copy()
+    for reader, label in (("r0", "normal"), ("r1", "nodule"), ("weak", "normal")):
+        a = kept.likelihood(reader)[0, 0]
+        post = post * np.array([a if c == label else (1 - a) / 2 for c in classes])
+    post = post / post.sum()
+    assert after.posterior == pytest.approx(dict(zip(classes, post.tolist(), strict=True)),
+                                            abs=1e-9)
+    # A fit of the whole project would have given another number (it sees the new read).
+    assert abs(after.posterior["normal"] - float(refitted["normal"])) > 1e-6

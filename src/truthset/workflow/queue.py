@@ -48,6 +48,7 @@ from truthset.domain.errors import (
     PermissionDeniedError,
 )
 from truthset.domain.policy import (
+    ROUTING_METHODS,
     Policy,
     PrelabelUse,
     Routing,
@@ -374,15 +375,45 @@ def consensus_fit(session: Session, project: Project, policy: Policy,
         return None
 
 
-def _posterior(session: Session, project: Project, policy: Policy, item: Item,
+#: Project reads from which a submit's posterior (``onecoin``, ``ds``) is computed under the
+#: kept reader model instead of a fit of the whole project (:func:`_posterior`): by then the
+#: :data:`~truthset.workflow.routing.REFIT_EVERY` reads the kept model may lack are 3 % of the
+#: data or less, while a fit of the project at every submit would grow with it (measured in
+#: ``docs/workflow.md``).
+KEPT_MODEL_READS = 1000
+
+
+def _read_count(session: Session, project: Project) -> int:
+    """The project's workflow reads (:func:`_workflow_reads`)."""
+    return session.scalar(select(func.count(Annotation.id))
+                          .join(Task, Task.id == Annotation.task_id)
+                          .where(*_workflow_reads(project))) or 0
+
+
+def _posterior(session: Session, project: Project, cur: CurrentPolicy, item: Item,
                classes: tuple[str, ...], facts: _ItemFacts) -> dict[str, float] | None:
-    """The policy method's posterior for ``item`` fitted on the whole project's reads (gold
-    answers clamped; :func:`consensus_fit`); ``None`` for majority vote (decide() uses the
-    vote shares) and when the method cannot be fitted."""
+    """The policy method's posterior for ``item``; ``None`` for majority vote (decide() uses
+    the vote shares) and when the method cannot be fitted.
+
+    The method is fitted on the whole project's reads (:func:`consensus_fit`, known answers
+    clamped) at every decision while the project has fewer than :data:`KEPT_MODEL_READS`
+    reads. From then on ``onecoin`` and ``ds`` decide by Bayes' rule on the item's own reads
+    under the project's kept reader model (:func:`reader_model`, refitted on the whole project
+    every :data:`~truthset.workflow.routing.REFIT_EVERY` reads), so a submit costs the item's
+    reads, not the project's; known-answer items and other methods still fit the project."""
+    policy = cur.policy
     if policy.method == "mv" or not facts.reads:
         return None
     if schema_shape(_rules(session, project).schema) == "multi":
         return _multi_label_posterior(session, project, policy, item, classes)
+    if (policy.method in ROUTING_METHODS and _read_count(session, project) >= KEPT_MODEL_READS
+            and session.scalar(select(GoldItem.id).where(GoldItem.item_id == item.id)) is None):
+        readers = reader_model(session, project, policy, cur.version, classes)
+        if readers is not None:
+            own = _reads_table(session, project, policy, [item.id])
+            post = readers.posterior(list(zip(own["annotator"].astype(str), own["label"],
+                                              strict=True)))
+            return {str(c): float(v) for c, v in zip(readers.classes, post, strict=True)}
     fit = consensus_fit(session, project, policy, classes)
     if fit is None:  # too few reads for the method: fall back to the vote
         return None
@@ -442,7 +473,7 @@ def item_decision(session: Session, project: Project, item: Item,
             reads=reads, review=facts.review, payloads=payloads, draft_payload=draft_payload,
             adjudication_payload=facts.payload(facts.adjudication[0]) if facts.adjudication
             else None,
-            posterior=_posterior(session, project, policy, item, schema.class_names, facts)
+            posterior=_posterior(session, project, cur, item, schema.class_names, facts)
             if schema_shape(schema) == "multi" else None,  # geometry: no class posterior
             u=stable_uniform("review", project.id, item.id),
             bounds=ImageBounds.from_media(item.media),
@@ -452,7 +483,7 @@ def item_decision(session: Session, project: Project, item: Item,
         reads=reads_with_draft(policy, reads, draft),
         draft=draft, review=facts.review,
         adjudication=facts.adjudication[1] if facts.adjudication else None,
-        posterior=_posterior(session, project, policy, item, schema.class_names, facts),
+        posterior=_posterior(session, project, cur, item, schema.class_names, facts),
         u=stable_uniform("review", project.id, item.id),
     )
     return decide(policy, risks, state), facts
@@ -961,12 +992,11 @@ def reader_model(session: Session, project: Project, policy: Policy, version: in
     The fit is kept in this process and reused until the project has
     :data:`~truthset.workflow.routing.REFIT_EVERY` more reads, its known answers change, the
     policy version changes, or :data:`ROUTING_MODEL_SECONDS` pass (readers' skills move
-    slowly; items' posteriors are not taken from it). ``None`` when the method cannot be fitted
-    yet or has no reader model.
+    slowly); an item's posterior is computed from its own reads under it (routing's
+    candidates, and the decision at each submit: :func:`_posterior`). ``None`` when the method
+    cannot be fitted yet or has no reader model.
     """
-    reads = session.scalar(select(func.count(Annotation.id))
-                           .join(Task, Task.id == Annotation.task_id)
-                           .where(*_workflow_reads(project))) or 0
+    reads = _read_count(session, project)
     golds = session.scalar(select(func.count(GoldItem.id)).where(
         GoldItem.project_id == project.id)) or 0
     key = (session.get_bind().engine.url.render_as_string(hide_password=True), project.id,
