@@ -377,10 +377,11 @@ def consensus_fit(session: Session, project: Project, policy: Policy,
 
 #: Project reads from which a submit's posterior (``onecoin``, ``ds``) is computed under the
 #: kept reader model instead of a fit of the whole project (:func:`_posterior`): by then the
-#: :data:`~truthset.workflow.routing.REFIT_EVERY` reads the kept model may lack are 3 % of the
-#: data or less, while a fit of the project at every submit would grow with it (measured in
-#: ``docs/workflow.md``).
-KEPT_MODEL_READS = 1000
+#: :data:`~truthset.workflow.routing.REFIT_EVERY` reads the kept model may lack are 10 % of
+#: the data or less, while a fit of the project at every submit grows with it (measured in
+#: ``docs/benchmarks.md`` §13: a paced load's submits took p99 261 ms with a fit at every
+#: submit on a project of 700 reads).
+KEPT_MODEL_READS = 300
 
 
 def _read_count(session: Session, project: Project) -> int:
