@@ -84,6 +84,10 @@ def test_reader_prior_decides_alike_in_queue_and_simulator(workspace: Workspace)
     with workspace.sessions() as s:
         final = s.scalars(sa.select(Consensus)).one()
         queue_label, queue_confidence = final.label["label"], final.confidence
+        # A project this small (16 calibration reads and 3) decides on a fit of all its reads,
+        # and says so in the record.
+        assert final.parameters["posterior_basis"] == {"posterior": "fit of the project",
+                                                       "project_reads": 19}
     # The simulator, given the same calibration answers and the same reads in the same order
     # (and one spare read, should it want more), decides alike.
     spare = [*reads, ("r0", "effusion")]

@@ -514,12 +514,15 @@ def test_large_projects_decide_under_the_kept_model(workspace: Workspace,
     _calibrated_project(workspace, "queue")
     classes = ("normal", "nodule", "effusion")
 
+    basis: list[dict[str, Any] | None] = []
+
     def decision_and_model() -> tuple[Any, ReaderModel | None, Any]:
         with workspace.sessions() as s:
             p = projects.get_project(s, "chest")
             cur = policies.current_policy(s, p)
             item = s.scalars(sa.select(Item).where(Item.external_id == "i00")).one()
-            decision, _facts = queue.item_decision(s, p, item)
+            decision, facts = queue.item_decision(s, p, item)
+            basis.append(facts.posterior_basis)
             kept = queue.reader_model(s, p, cur.policy, cur.version, classes)
             fit = queue.consensus_fit(s, p, cur.policy, classes)
             return decision, kept, (fit.probas_.loc[str(item.id)] if fit is not None else None)
@@ -527,14 +530,19 @@ def test_large_projects_decide_under_the_kept_model(workspace: Workspace,
     # A small project: the whole project is fitted for the decision.
     small, _kept, fitted = decision_and_model()
     assert small.posterior == pytest.approx({c: float(fitted[c]) for c in classes}, abs=1e-9)
+    assert basis[-1] == {"posterior": "fit of the project", "project_reads": 42}
     monkeypatch.setattr(queue, "KEPT_MODEL_READS", 0)
     _before, kept, _fitted = decision_and_model()
     assert kept is not None
+    assert basis[-1] == {"posterior": "kept reader model", "model_fitted_on_reads": 42,
+                         "project_reads": 42}
     task = call(workspace, "weak", queue.next_task).task
     assert task is not None and task.external_id == "i00"
     call(workspace, "weak", queue.submit, task.task_id, {"label": "normal"})
     after, kept_after, refitted = decision_and_model()
     assert kept_after is kept  # one read more: the kept model, not refitted
+    assert basis[-1] == {"posterior": "kept reader model", "model_fitted_on_reads": 42,
+                         "project_reads": 43}
     # By hand: the kept prior times each read's one-coin likelihood, normalised.
     post = kept.prior.copy()
     for reader, label in (("r0", "normal"), ("r1", "nodule"), ("weak", "normal")):

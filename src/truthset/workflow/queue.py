@@ -254,6 +254,8 @@ class _ItemFacts:
     draft_rejected: bool = False
     payloads: dict[int, dict[str, Any]] = field(default_factory=dict)  # annotation id -> payload
     draft_id: int | None = None
+    # How the class posterior was computed (see _posterior); stored with a final decision.
+    posterior_basis: dict[str, Any] | None = None
 
     def payload(self, annotation_id: int | None) -> dict[str, Any] | None:
         """The stored payload of one of the item's annotations."""
@@ -407,14 +409,20 @@ def _posterior(session: Session, project: Project, cur: CurrentPolicy, item: Ite
         return None
     if schema_shape(_rules(session, project).schema) == "multi":
         return _multi_label_posterior(session, project, policy, item, classes)
-    if (policy.method in ROUTING_METHODS and _read_count(session, project) >= KEPT_MODEL_READS
+    reads = _read_count(session, project)
+    if (policy.method in ROUTING_METHODS and reads >= KEPT_MODEL_READS
             and session.scalar(select(GoldItem.id).where(GoldItem.item_id == item.id)) is None):
-        readers = reader_model(session, project, policy, cur.version, classes)
-        if readers is not None:
+        kept = kept_reader_model(session, project, policy, cur.version, classes, reads)
+        if kept is not None:
+            readers, fitted_on = kept
             own = _reads_table(session, project, policy, [item.id])
             post = readers.posterior(list(zip(own["annotator"].astype(str), own["label"],
                                               strict=True)))
+            facts.posterior_basis = {"posterior": "kept reader model",
+                                     "model_fitted_on_reads": fitted_on,
+                                     "project_reads": reads}
             return {str(c): float(v) for c, v in zip(readers.classes, post, strict=True)}
+    facts.posterior_basis = {"posterior": "fit of the project", "project_reads": reads}
     fit = consensus_fit(session, project, policy, classes)
     if fit is None:  # too few reads for the method: fall back to the vote
         return None
@@ -596,6 +604,8 @@ def _finalise(session: Session, project: Project, item: Item, decision: Decision
         method = decision.method or decision.rules.method
     parameters = {"policy": cur.policy.name, "policy_version": cur.version,
                   "workflow": decision.rules.workflow.value, "reason": decision.reason}
+    if facts.posterior_basis is not None and method == decision.rules.method:
+        parameters["posterior_basis"] = facts.posterior_basis
     if decision.payload is not None and method not in (ADJUDICATION_SOURCE, "review", "single"):
         parameters.update(decision.parameters)
     label = decision.payload if decision.payload is not None else {"label": decision.label}
@@ -997,7 +1007,16 @@ def reader_model(session: Session, project: Project, policy: Policy, version: in
     candidates, and the decision at each submit: :func:`_posterior`). ``None`` when the method
     cannot be fitted yet or has no reader model.
     """
-    reads = _read_count(session, project)
+    kept = kept_reader_model(session, project, policy, version, classes)
+    return None if kept is None else kept[0]
+
+
+def kept_reader_model(session: Session, project: Project, policy: Policy, version: int,
+                      classes: tuple[str, ...], reads: int | None = None
+                      ) -> tuple[ReaderModel, int] | None:
+    """:func:`reader_model` and the number of project reads it was fitted on (``reads``: the
+    project's read count when the caller has it)."""
+    reads = _read_count(session, project) if reads is None else reads
     golds = session.scalar(select(func.count(GoldItem.id)).where(
         GoldItem.project_id == project.id)) or 0
     key = (session.get_bind().engine.url.render_as_string(hide_password=True), project.id,
@@ -1007,7 +1026,7 @@ def reader_model(session: Session, project: Project, policy: Policy, version: in
         kept = _reader_models.get(key)
     if (kept is not None and 0 <= reads - kept[1] < REFIT_EVERY and golds == kept[2]
             and now - kept[3] < ROUTING_MODEL_SECONDS):
-        return kept[0]
+        return kept[0], kept[1]
     fit = consensus_fit(session, project, policy, classes)
     if fit is None:
         return None
@@ -1019,7 +1038,7 @@ def reader_model(session: Session, project: Project, policy: Policy, version: in
         if len(_reader_models) >= 256:  # many projects in one process: forget the oldest
             del _reader_models[min(_reader_models, key=lambda k: _reader_models[k][3])]
         _reader_models[key] = (model, reads, golds, now)
-    return model
+    return model, reads
 
 
 #: Free read slots (one per item) ``routing: skill`` chooses among.
