@@ -56,6 +56,7 @@ def test_agreed_boxes_become_final_with_weighted_box_fusion(workspace: Workspace
     assert row.input_annotation_ids == [r.annotation_id for r in results]
     assert row.parameters["iou_threshold"] == 0.5 and row.parameters["n_readers"] == 3
     assert row.parameters["workflow"] == "consensus" and row.parameters["target"] == 0.8
+    assert "posterior_basis" not in row.parameters  # fused boxes: no class posterior fitted
     assert row.label["minority"] == []
     fused = {o["label"]: o for o in row.label["objects"]}
     assert set(fused) == {"nodule", "mass"}

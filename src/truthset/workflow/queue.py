@@ -422,7 +422,6 @@ def _posterior(session: Session, project: Project, cur: CurrentPolicy, item: Ite
                                      "model_fitted_on_reads": fitted_on,
                                      "project_reads": reads}
             return {str(c): float(v) for c, v in zip(readers.classes, post, strict=True)}
-    facts.posterior_basis = {"posterior": "fit of the project", "project_reads": reads}
     fit = consensus_fit(session, project, policy, classes)
     if fit is None:  # too few reads for the method: fall back to the vote
         return None
@@ -430,6 +429,7 @@ def _posterior(session: Session, project: Project, cur: CurrentPolicy, item: Ite
     key = str(item.id)
     if key not in post.index:
         return None
+    facts.posterior_basis = {"posterior": "fit of the project", "project_reads": reads}
     return {str(c): float(v) for c, v in post.loc[key].items()}
 
 
